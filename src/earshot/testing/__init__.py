@@ -1,0 +1,1 @@
+"""Library code that earshot's fixtures, tests and benchmarks stand on."""

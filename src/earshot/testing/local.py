@@ -1,0 +1,163 @@
+"""A server in a local subprocess: the fast inner loop, and GPU hosts without Docker.
+
+It listens on a free 127.0.0.1 port (the server picks it and logs it), and is
+ready when /readyz answers 200. Every wait has a deadline, and a failure to
+start carries the process's last log lines.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+
+_LISTENING = re.compile(r"listening url=ws://[^:\s]+:(\d+)")
+
+
+class ServerStartError(RuntimeError):
+    """The server process did not become ready; the text holds its log tail."""
+
+
+class NotYet(Exception):
+    """A poll that should be retried."""
+
+
+class LocalServer:
+    """``python -m earshot.server`` in a subprocess, owned by this object."""
+
+    def __init__(
+        self,
+        *flags: str,
+        env: Mapping[str, str] | None = None,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        self.flags = list(flags)
+        self.env = {**os.environ, **(env or {})}
+        self.startup_timeout = startup_timeout
+        self.port: int | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self._log_dir = tempfile.TemporaryDirectory(prefix="earshot-server-")
+        self.log_path = Path(self._log_dir.name) / "server.log"
+        self._log_text: str | None = None  # kept once the process is gone
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> LocalServer:
+        command = [sys.executable, "-m", "earshot.server", "--host", "127.0.0.1",
+                   "--port", "0", *self.flags]
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                command, stdout=log, stderr=subprocess.STDOUT, env=self.env
+            )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _wait_ready(self) -> None:
+        def poll() -> None:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                raise ServerStartError(
+                    f"server exited with code {self.process.returncode} before it was ready; "
+                    f"log:\n{self.log_tail()}"
+                )
+            if self.port is None:
+                match = _LISTENING.search(self.log_text())
+                if not match:
+                    raise NotYet("no 'listening' line in the log yet")
+                self.port = int(match.group(1))
+            if self.get("/readyz")[0] != 200:
+                raise NotYet("/readyz is not 200 yet")
+
+        try:
+            for attempt in Retrying(
+                stop=stop_after_delay(self.startup_timeout),
+                wait=wait_exponential(multiplier=0.02, max=0.5),
+                retry=retry_if_exception_type(NotYet),
+                reraise=True,
+            ):
+                with attempt:
+                    poll()
+        except NotYet as exc:
+            raise ServerStartError(
+                f"server not ready after {self.startup_timeout:g} s ({exc}); "
+                f"log:\n{self.log_tail()}"
+            ) from None
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+
+    def wait(self, timeout: float) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM, wait, SIGKILL if it would not stop; returns the exit code."""
+        if self.process is None:
+            return None
+        self.signal(signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            code = self.process.wait(timeout)
+        if self._log_text is None:
+            self._log_text = self.log_text()
+            self._log_dir.cleanup()
+        return code
+
+    def __enter__(self) -> LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- access ------------------------------------------------------------
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
+        """An HTTP GET on the server's port: (status, body)."""
+        request = urllib.request.Request(self.http_url + path, headers=dict(headers or {}))
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except (urllib.error.URLError, ConnectionError) as exc:
+            raise NotYet(f"GET {path} failed: {exc}") from exc
+
+    def status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        code, body = self.get("/status", headers)
+        if code != 200:
+            raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
+        return json.loads(body)
+
+    def log_text(self) -> str:
+        if self._log_text is not None:
+            return self._log_text
+        return self.log_path.read_text(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_text().splitlines()[-lines:])

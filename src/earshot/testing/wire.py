@@ -1,0 +1,155 @@
+"""Drive a server at the wire level: one stream in, every message out, timed.
+
+This is deliberately no client library (that is :mod:`earshot.client`): it
+speaks the protocol directly so tests and benchmarks can send exactly the
+frames they mean, malformed ones included, and see every reply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from earshot import audio, protocol
+from earshot.protocol import AudioFormat, Segment, ServerMessage
+
+
+@dataclass
+class Transcript:
+    """Everything one stream got back, with monotonic receive times."""
+
+    messages: list[tuple[float, ServerMessage]] = field(default_factory=list)
+    first_audio_at: float | None = None
+    end_of_audio_at: float | None = None
+    close_code: int | None = None
+    close_reason: str = ""
+
+    def of_kind(self, kind: str) -> list[ServerMessage]:
+        return [m for _, m in self.messages if m.kind == kind]
+
+    def first_time(self, kind: str, nonempty: bool = False) -> float | None:
+        for at, m in self.messages:
+            if m.kind == kind and (not nonempty or any(s.text.strip() for s in m.segments)):
+                return at
+        return None
+
+    @property
+    def session_id(self) -> str | None:
+        ready = self.of_kind("ready")
+        return ready[0].data.get("session_id") if ready else None
+
+    @property
+    def completed(self) -> list[Segment]:
+        """Every completed segment seen in any update, in order, once each."""
+        by_start: dict[str, Segment] = {}
+        for m in self.of_kind("segments"):
+            for s in m.segments:
+                if s.completed:
+                    by_start[f"{s.start:.3f}"] = s
+        return [by_start[k] for k in sorted(by_start, key=float)]
+
+    @property
+    def text(self) -> str:
+        return " ".join(s.text.strip() for s in self.completed)
+
+    @property
+    def final(self) -> bool:
+        return bool(self.of_kind("end"))
+
+    def latency(self, start: float | None, end: float | None) -> float | None:
+        return None if start is None or end is None else end - start
+
+
+def config(uid: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The config WhisperLive 0.10's client sends, with ``overrides`` applied."""
+    data = {
+        "uid": uid or str(uuid.uuid4()),
+        "language": "en",
+        "task": "transcribe",
+        "model": "tiny.en",
+        "use_vad": False,
+        "send_last_n_segments": 10,
+        "no_speech_thresh": 0.45,
+        "clip_audio": False,
+        "same_output_threshold": 10,
+    }
+    data.update(overrides)
+    return data
+
+
+async def receive_all(ws: ClientConnection, transcript: Transcript) -> None:
+    """Collect every message until the server closes."""
+    async for frame in ws:
+        transcript.messages.append((time.monotonic(), protocol.parse_server_message(frame)))
+
+
+async def stream(
+    url: str,
+    samples: np.ndarray,
+    *,
+    speed: float | None = 1.0,
+    chunk_ms: float = 100.0,
+    audio_format: AudioFormat = AudioFormat.FLOAT32,
+    headers: Mapping[str, str] | None = None,
+    timeout: float = 120.0,
+    **config_overrides: Any,
+) -> Transcript:
+    """Stream ``samples`` (paced at ``speed`` x real time; None: as fast as possible),
+    send END_OF_AUDIO and collect replies until the server closes."""
+    transcript = Transcript()
+    cfg = config(**config_overrides)
+    if audio_format is not AudioFormat.FLOAT32:
+        cfg["audio_format"] = audio_format.value
+    async with asyncio.timeout(timeout), connect(
+        url, additional_headers=headers, max_size=None, open_timeout=10
+    ) as ws:
+        await ws.send(json.dumps(cfg))
+        first = protocol.parse_server_message(await ws.recv())
+        transcript.messages.append((time.monotonic(), first))
+        if first.kind != "ready":
+            await ws.wait_closed()
+        else:
+            receiver = asyncio.create_task(receive_all(ws, transcript))
+            try:
+                await _send_audio(ws, transcript, samples, speed, chunk_ms, audio_format)
+                await receiver
+            finally:
+                receiver.cancel()
+                await asyncio.gather(receiver, return_exceptions=True)
+        transcript.close_code = ws.close_code
+        transcript.close_reason = ws.close_reason or ""
+    return transcript
+
+
+async def _send_audio(
+    ws: ClientConnection,
+    transcript: Transcript,
+    samples: np.ndarray,
+    speed: float | None,
+    chunk_ms: float,
+    audio_format: AudioFormat,
+) -> None:
+    """Send the audio, then END_OF_AUDIO; stops quietly if the server closes first."""
+    pieces = audio.chunks(samples, chunk_ms)
+    try:
+        if speed is None:
+            for piece in pieces:
+                transcript.first_audio_at = transcript.first_audio_at or time.monotonic()
+                await ws.send(protocol.encode_audio(piece, audio_format))
+        else:
+            async for piece in audio.paced(pieces, speed):
+                transcript.first_audio_at = transcript.first_audio_at or time.monotonic()
+                await ws.send(protocol.encode_audio(piece, audio_format))
+        transcript.end_of_audio_at = time.monotonic()
+        await ws.send(protocol.END_OF_AUDIO)
+    except ConnectionClosed:
+        pass  # the server ended the session (DISCONNECT, ERROR); replies tell why
