@@ -15,7 +15,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from enum import Enum, IntEnum
+from enum import IntEnum, StrEnum
 from typing import Any
 
 import numpy as np
@@ -48,7 +48,7 @@ class CloseCode(IntEnum):
     TRY_AGAIN_LATER = 1013  # at capacity (WAIT)
 
 
-class AudioFormat(str, Enum):
+class AudioFormat(StrEnum):
     """Sample encodings a client may announce with ``audio_format``."""
 
     FLOAT32 = "float32"
@@ -197,7 +197,7 @@ def encode_audio(samples: np.ndarray, fmt: AudioFormat = AudioFormat.FLOAT32) ->
     clipped = np.clip(samples, -1.0, 1.0)
     if fmt is AudioFormat.INT16:
         return np.round(clipped * 32767.0).astype("<i2").tobytes()
-    return np.round(clipped * 127.0 + 128.0).astype(np.uint8).tobytes()
+    return np.clip(np.round(clipped * 128.0 + 128.0), 0, 255).astype(np.uint8).tobytes()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ WebSocket upgrade need it; the health endpoints stay open for probes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import hmac
 import json
@@ -83,7 +84,9 @@ class Server:
                     f"port {self.config.port} on {self.config.host} is already in use; "
                     "stop the other server or choose --port"
                 ) from None
-            raise StartupError(f"cannot listen on {self.config.host}:{self.config.port}: {exc}")
+            raise StartupError(
+                f"cannot listen on {self.config.host}:{self.config.port}: {exc}"
+            ) from exc
         self.port = self._ws_server.sockets[0].getsockname()[1]
         log.info("listening", extra={"fields": {"url": f"ws://{self.config.host}:{self.port}"}})
         try:
@@ -131,10 +134,8 @@ class Server:
     async def _disconnect(self, session: Session, reason: str) -> None:
         session.close()
         session.outbox.put(protocol.disconnect(session.uid))
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(session.outbox.flushed(), self.config.drain_timeout / 2)
-        except TimeoutError:
-            pass
         await session.connection.close(CloseCode.GOING_AWAY, reason)
 
     # -- HTTP --------------------------------------------------------------
@@ -240,7 +241,9 @@ class Server:
                 "segments": session.stream.completed_count,
                 "close_code": ws.close_code}})
 
-    async def _serve(self, ws: ServerConnection, session: Session, sender: asyncio.Task[None]) -> str:
+    async def _serve(
+        self, ws: ServerConnection, session: Session, sender: asyncio.Task[None]
+    ) -> str:
         """Stream until the transcript is final; returns how the session ended."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.config.max_connection_time - session.age
@@ -358,7 +361,7 @@ async def _first(*awaitables: Any) -> bool:
     caller passed in are the caller's and are left running.
     """
     tasks = [a if isinstance(a, asyncio.Future) else asyncio.ensure_future(a) for a in awaitables]
-    owned = [t for t, a in zip(tasks, awaitables) if t is not a]
+    owned = [t for t, a in zip(tasks, awaitables, strict=True) if t is not a]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         return tasks[0] in done

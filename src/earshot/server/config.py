@@ -32,7 +32,7 @@ class ServerConfig:
     device: str = "auto"
     compute_type: str = "auto"
     cpu_threads: int = 0  # 0: the cores divided among the workers
-    workers: int = 1
+    workers: int = 2
     beam_size: int = 5
     max_clients: int = 4
     max_connection_time: float = 600.0
@@ -134,7 +134,9 @@ def validate(config: ServerConfig) -> ServerConfig:
     if config.cpu_threads < 0:
         raise ConfigError("--cpu-threads: must be 0 (automatic) or more")
     if config.log_format not in LOG_FORMATS:
-        raise ConfigError(f"--log-format: use {' or '.join(LOG_FORMATS)}, not {config.log_format!r}")
+        raise ConfigError(
+            f"--log-format: use {' or '.join(LOG_FORMATS)}, not {config.log_format!r}"
+        )
     if config.log_level not in LOG_LEVELS:
         raise ConfigError(f"--log-level: use one of {', '.join(LOG_LEVELS)}")
     if config.model and looks_like_path(config.model):

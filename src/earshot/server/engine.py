@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ctranslate2
@@ -39,6 +39,7 @@ FULL_CONTEXT_FRAMES = 3000
 MIN_ENCODE_FRAMES = 1000
 ENCODE_PADDING_FRAMES = 100  # trailing silence so the last word is heard to end
 MAX_TOKENS_PER_SECOND = 8
+VAD_LEAD_SAMPLES = int(0.3 * SAMPLE_RATE)  # kept before the first speech VAD finds
 MAX_WINDOW_SECONDS = (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND
 
 
@@ -108,6 +109,18 @@ class WindowResult:
     def all_segments(self) -> list[WindowSegment]:
         return self.segments + ([self.tail] if self.tail else [])
 
+    def shifted(self, seconds: float) -> WindowResult:
+        """The same result with every time ``seconds`` later."""
+
+        def move(s: WindowSegment) -> WindowSegment:
+            return WindowSegment(s.start + seconds, s.end + seconds, s.text)
+
+        return replace(
+            self,
+            segments=[move(s) for s in self.segments],
+            tail=move(self.tail) if self.tail else None,
+        )
+
 
 def split_by_timestamps(
     tokens: list[int], timestamp_begin: int, duration: float, seconds_per_token: float = 0.02
@@ -118,22 +131,23 @@ def split_by_timestamps(
     ``(start, text_tokens)`` after the last timestamp, or None.
     """
     spans: list[tuple[float, float, list[int]]] = []
-    start: float | None = None
+    start: float | None = None  # a timestamp that opened the current span
+    last = 0.0  # the latest timestamp; a span with no opening one starts there
     text: list[int] = []
     for token in tokens:
         if token < timestamp_begin:
             text.append(token)
             continue
         time = min((token - timestamp_begin) * seconds_per_token, duration)
-        if start is None:
-            start = time
-        elif text:
-            spans.append((start, max(time, start), text))
+        if text:  # this timestamp closes a span
+            begin = last if start is None else start
+            spans.append((begin, max(time, begin), text))
             start, text = None, []
-        else:
-            start = time  # two timestamps in a row: the next span starts here
+        else:  # this timestamp opens the next span
+            start = time
+        last = time
     if text:
-        return spans, (start if start is not None else 0.0, text)
+        return spans, (last if start is None else start, text)
     return spans, None
 
 
@@ -213,8 +227,9 @@ class Transcriber:
             without_timestamps=False,
             max_initial_timestamp=1.0,
             word_timestamps=False,
-            prepend_punctuations="\"'“¿([{-",
-            append_punctuations="\"'.。,，!！?？:：”)]}、",
+            # Punctuation merging applies to word timestamps, which are off.
+            prepend_punctuations="",
+            append_punctuations="",
             multilingual=self.multilingual,
             max_new_tokens=max_new_tokens,
             clip_timestamps="0",
@@ -240,8 +255,28 @@ class Transcriber:
         duration = len(audio) / SAMPLE_RATE
         if duration > MAX_WINDOW_SECONDS + 1e-6:
             raise ValueError(f"window of {duration:.2f} s is over {MAX_WINDOW_SECONDS} s")
-        if vad and not get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=500)):
-            return WindowResult(no_speech=True, language=language or "en")
+        shift = 0.0
+        if vad:
+            speech = get_speech_timestamps(audio, VadOptions(min_silence_duration_ms=500))
+            if not speech:
+                return WindowResult(no_speech=True, language=language or "en")
+            # Leading silence is cut off: Whisper places its first timestamp
+            # within the first second, so without the cut it would date the
+            # first words too early.
+            skip = max(0, speech[0]["start"] - VAD_LEAD_SAMPLES)
+            audio, shift = audio[skip:], skip / SAMPLE_RATE
+        window = self._transcribe(audio, language, task, initial_prompt, no_speech_threshold)
+        return window.shifted(shift) if shift else window
+
+    def _transcribe(
+        self,
+        audio: np.ndarray,
+        language: str | None,
+        task: str,
+        initial_prompt: str | None,
+        no_speech_threshold: float,
+    ) -> WindowResult:
+        duration = len(audio) / SAMPLE_RATE
         features = self._model.feature_extractor(audio)
         content_frames = features.shape[-1] - 1
         frames = content_frames + ENCODE_PADDING_FRAMES
@@ -252,7 +287,8 @@ class Transcriber:
         language_probability = 1.0
         if language is None:
             if self.multilingual:
-                token, language_probability = self._model.model.detect_language(encoder_output)[0][0]
+                detected = self._model.model.detect_language(encoder_output)
+                token, language_probability = detected[0][0]
                 language = token[2:-2]
             else:
                 language = "en"

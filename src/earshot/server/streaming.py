@@ -3,9 +3,10 @@
 Audio arrives in frames; each inference pass re-transcribes the unconfirmed
 window (from the end of the last completed segment to the newest sample), as
 WhisperLive does. A segment is completed once the model has moved past it
-(another segment follows it), once the same partial text came back
-``same_output_threshold`` times, or when the window is full. After
-END_OF_AUDIO one final pass completes everything left.
+(another segment follows it, and it ends a second before the window does),
+once the same partial text came back ``same_output_threshold`` times, or when
+the window is full. After END_OF_AUDIO one final pass completes everything
+left.
 
 Because every pass reads all audio received so far, a stream whose passes
 fall behind is coalesced naturally: the next pass covers all new audio, and
@@ -32,6 +33,7 @@ class StreamSettings:
     first_pass_seconds: float = 1.0  # audio needed before the first pass
     step_seconds: float = 0.5  # new audio needed for each further pass
     max_window_seconds: float = MAX_WINDOW_SECONDS
+    settle_seconds: float = 1.0  # a segment must end this long before the window to complete
     send_last_n_segments: int = 10
     same_output_threshold: int = 10
 
@@ -97,7 +99,8 @@ class TranscriptStream:
         if self.ended:
             return True
         new = (self.received - self._last_job_end) / SAMPLE_RATE
-        needed = self.settings.first_pass_seconds if self.passes == 0 else self.settings.step_seconds
+        settings = self.settings
+        needed = settings.first_pass_seconds if self.passes == 0 else settings.step_seconds
         return new >= needed and self.received > self.offset
 
     def next_job(self) -> Job:
@@ -125,7 +128,15 @@ class TranscriptStream:
             self._advance(job.end - int(SILENCE_KEEP_SECONDS * SAMPLE_RATE))
             return Update(self.segments() != before, False)
 
-        done, partial = items[:-1], items[-1]
+        # Segments followed by another one are done, but only those ending a
+        # while before the window does: near the end, where the next pass sees
+        # more audio, the model still moves boundaries, and completing there
+        # repeated words across the boundary under load.
+        settled_until = job.end / SAMPLE_RATE - self.settings.settle_seconds
+        count = 0
+        while count < len(items) - 1 and items[count].end <= settled_until:
+            count += 1
+        done, partial = items[:count], _merged(items[count:])
         if self._partial is not None and partial.text == self._partial.text:
             self._repeats += 1
         else:
@@ -164,6 +175,13 @@ class TranscriptStream:
         if self._partial is not None:
             items.append(self._partial)
         return items
+
+
+def _merged(items: list[Segment]) -> Segment:
+    """Several uncompleted segments shown as one partial."""
+    if len(items) == 1:
+        return items[0]
+    return Segment(items[0].start, items[-1].end, " ".join(s.text for s in items))
 
 
 def _samples(seconds: float) -> int:

@@ -22,7 +22,7 @@ from typing import Any
 
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-_LISTENING = re.compile(r"listening url=ws://[^:\s]+:(\d+)")
+_LISTENING = re.compile(r"listening\W.*?ws://[^:\s\"]+:(\d+)")
 
 
 class ServerStartError(RuntimeError):

@@ -1,0 +1,119 @@
+"""Wait for a condition with a deadline, never for a fixed time.
+
+``eventually`` polls a probe with tenacity (exponential backoff with a small
+cap) until a predicate holds, and on timeout says what was awaited, for how
+long, how many polls it took, and the last value seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
+
+from tenacity import (
+    AsyncRetrying,
+    RetryError,
+    Retrying,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+T = TypeVar("T")
+
+
+class WaitTimeout(AssertionError):
+    """A condition did not hold in time; the text says what and what was last seen."""
+
+
+class _NotYet(Exception):
+    def __init__(self, value: Any) -> None:
+        super().__init__(repr(value))
+        self.value = value
+
+
+def _policy(timeout: float, max_interval: float) -> dict[str, Any]:
+    return {
+        "stop": stop_after_delay(timeout),
+        "wait": wait_exponential(multiplier=0.01, max=max_interval),
+        "retry": retry_if_exception_type((_NotYet, AssertionError)),
+    }
+
+
+def _failure(
+    description: str, timeout: float, started: float, polls: int, last: Any
+) -> WaitTimeout:
+    return WaitTimeout(
+        f"timed out after {time.monotonic() - started:.2f} s (limit {timeout:g} s, "
+        f"{polls} polls) waiting for {description}; last seen: {last!r}"
+    )
+
+
+def eventually(
+    probe: Callable[[], T],
+    predicate: Callable[[T], bool] = bool,
+    *,
+    timeout: float = 10.0,
+    description: str = "a condition",
+    max_interval: float = 0.25,
+) -> T:
+    """Poll ``probe()`` until ``predicate(value)`` holds; return that value.
+
+    A probe that raises AssertionError counts as 'not yet'; other exceptions
+    propagate at once.
+    """
+    started, polls, last = time.monotonic(), 0, None
+    try:
+        for attempt in Retrying(**_policy(timeout, max_interval)):
+            with attempt:
+                polls += 1
+                try:
+                    last = probe()
+                except AssertionError as exc:
+                    last = exc
+                    raise
+                if not predicate(last):
+                    raise _NotYet(last)
+    except RetryError:
+        raise _failure(description, timeout, started, polls, last) from None
+    return last  # type: ignore[return-value]
+
+
+async def eventually_async(
+    probe: Callable[[], Awaitable[T]],
+    predicate: Callable[[T], bool] = bool,
+    *,
+    timeout: float = 10.0,
+    description: str = "a condition",
+    max_interval: float = 0.25,
+) -> T:
+    """``eventually`` for an async probe, without blocking the event loop."""
+    started, polls, last = time.monotonic(), 0, None
+    try:
+        async for attempt in AsyncRetrying(**_policy(timeout, max_interval), sleep=asyncio.sleep):
+            with attempt:
+                polls += 1
+                try:
+                    last = await probe()
+                except AssertionError as exc:
+                    last = exc
+                    raise
+                if not predicate(last):
+                    raise _NotYet(last)
+    except RetryError:
+        raise _failure(description, timeout, started, polls, last) from None
+    return last  # type: ignore[return-value]
+
+
+def wait_for_sessions(
+    server: Any, count: int, timeout: float = 10.0, headers: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """Wait until the server's /status lists exactly ``count`` sessions."""
+    return eventually(
+        lambda: server.status(headers),
+        lambda status: len(status["sessions"]) == count,
+        timeout=timeout,
+        description=f"{count} session(s) in the server's /status",
+    )

@@ -1,0 +1,127 @@
+"""Bad input gets a clear ERROR and a meaningful close; the server keeps serving."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+from collections.abc import Sequence
+from contextlib import closing
+
+import numpy as np
+import pytest
+from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Response
+from websockets.uri import parse_uri
+
+from earshot import protocol
+from earshot.protocol import CloseCode
+from earshot.testing import wire
+from earshot.testing.waiting import wait_for_sessions
+from earshot.testing.wer import wer
+
+CONFIG = json.dumps(wire.config(uid="bad"))
+AUDIO = protocol.encode_audio(np.zeros(1600, dtype=np.float32))
+
+# name -> (frames to send, words the ERROR must contain, close code)
+BAD_INPUTS: dict[str, tuple[Sequence[str | bytes], str, CloseCode]] = {
+    "not json": (["{uid: nope"], "not valid JSON", CloseCode.POLICY),
+    "json array": (["[1, 2, 3]"], "must be a JSON object", CloseCode.POLICY),
+    "missing uid": (['{"language": "en"}'], "needs 'uid'", CloseCode.POLICY),
+    "wrong type": (['{"uid": "bad", "use_vad": "yes"}'], "'use_vad' must be a boolean",
+                   CloseCode.POLICY),
+    "unknown task": (['{"uid": "bad", "task": "poem"}'], "unknown task", CloseCode.POLICY),
+    "unknown format": (['{"uid": "bad", "audio_format": "mp3"}'], "unknown audio_format",
+                       CloseCode.POLICY),
+    "huge config": ([json.dumps({"uid": "bad", "pad": "x" * 70_000})], "65536-byte limit",
+                    CloseCode.TOO_BIG),
+    "audio first": ([AUDIO], "send the config before any audio", CloseCode.POLICY),
+    "text mid-stream": ([CONFIG, AUDIO, "hello"], "unexpected text frame", CloseCode.POLICY),
+    "partial sample": ([CONFIG, AUDIO[:-1]], "not a whole number", CloseCode.POLICY),
+    "nan samples": ([CONFIG, np.array([0, np.nan], "<f4").tobytes()], "NaN or infinite",
+                    CloseCode.POLICY),
+    "inf samples": ([CONFIG, np.array([np.inf, 0], "<f4").tobytes()], "NaN or infinite",
+                    CloseCode.POLICY),
+    "huge frame": ([CONFIG, b"\x00" * (1024 * 1024 + 4)], "over the 1048576-byte limit",
+                   CloseCode.TOO_BIG),
+}
+
+
+async def exchange(url: str, frames: Sequence[str | bytes]) -> tuple[list, int | None, str]:
+    """Send ``frames``, then read until the server closes."""
+    messages = []
+    async with asyncio.timeout(15), connect(url, max_size=None) as ws:
+        try:
+            for frame in frames:
+                await ws.send(frame)
+            async for text in ws:
+                messages.append(protocol.parse_server_message(text))
+        except ConnectionClosed:
+            pass
+        return messages, ws.close_code, ws.close_reason or ""
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+async def test_bad_input_gets_error_and_close_code(idle_server, case) -> None:
+    frames, words, code = BAD_INPUTS[case]
+    messages, close_code, reason = await exchange(idle_server.ws_url, frames)
+    errors = [m for m in messages if m.kind == "error"]
+    assert errors, f"no ERROR for {case}; got {[m.data for m in messages]}"
+    assert words in errors[-1].data["message"]
+    assert close_code == code, (close_code, reason)
+    if frames and frames[0] == CONFIG:
+        assert all(m.data["uid"] == "bad" for m in messages)
+
+
+async def test_config_never_sent_times_out(idle_server) -> None:
+    # The shared server's handshake timeout is 1 s (see conftest).
+    messages, close_code, _ = await exchange(idle_server.ws_url, [])
+    assert [m.kind for m in messages] == ["error"]
+    assert "no config received within 1 s" in messages[0].data["message"]
+    assert close_code == CloseCode.POLICY
+
+
+async def test_client_that_aborts_mid_stream_is_freed(idle_server) -> None:
+    ws = await connect(idle_server.ws_url)
+    await ws.send(CONFIG)
+    await ws.recv()
+    await ws.send(AUDIO)
+    wait_for_sessions(idle_server, 1)
+    ws.transport.abort()  # no close frame, no FIN handshake: the client is just gone
+    await asyncio.to_thread(wait_for_sessions, idle_server, 0, timeout=5)
+
+
+def silent_client(url: str) -> socket.socket:
+    """A client that opens a session, sends audio, then never reads or answers a ping."""
+    proto = ClientProtocol(parse_uri(url))
+    proto.send_request(proto.connect())
+    sock = socket.create_connection(("127.0.0.1", int(url.rsplit(":", 1)[1])), timeout=5)
+    sock.sendall(b"".join(proto.data_to_send()))
+    while not any(isinstance(e, Response) for e in proto.events_received()):
+        proto.receive_data(sock.recv(4096))
+    proto.send_text(CONFIG.encode())
+    proto.send_binary(AUDIO)
+    sock.sendall(b"".join(proto.data_to_send()))
+    return sock
+
+
+def test_client_that_goes_silent_is_freed_within_5_s(idle_server) -> None:
+    with closing(silent_client(idle_server.ws_url)):
+        wait_for_sessions(idle_server, 1)
+        # Pings every 1 s, 1 s to answer (conftest): the session must go.
+        status = wait_for_sessions(idle_server, 0, timeout=5)
+    assert status["capacity"]["active"] == 0
+
+
+async def test_healthy_stream_is_unharmed_by_every_bad_client(idle_server, manifest, jfk) -> None:
+    healthy = asyncio.create_task(wire.stream(idle_server.ws_url, jfk, speed=1.0, uid="good"))
+    bad = [exchange(idle_server.ws_url, frames) for frames, _, _ in BAD_INPUTS.values()]
+    bad.append(exchange(idle_server.ws_url, []))  # never sends a config
+    results = await asyncio.gather(*bad)
+    with closing(silent_client(idle_server.ws_url)):
+        transcript = await healthy
+    assert all(code in (CloseCode.POLICY, CloseCode.TOO_BIG) for _, code, _ in results)
+    assert transcript.final and transcript.close_code == CloseCode.NORMAL
+    assert wer(manifest["jfk.flac"].reference, transcript.text) <= 0.10, transcript.text

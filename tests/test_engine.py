@@ -1,0 +1,66 @@
+"""The model wrapper: timestamp splitting, and the real model on known signals."""
+
+from __future__ import annotations
+
+import pytest
+
+from earshot import audio
+from earshot.server import engine
+from earshot.testing.wer import wer
+
+TS = 1000  # a made-up first timestamp token id
+
+
+def test_split_closed_spans_and_open_tail() -> None:
+    tokens = [TS + 0, 1, 2, TS + 50, TS + 50, 3, TS + 100, 4, 5]
+    spans, tail = engine.split_by_timestamps(tokens, TS, duration=3.0)
+    assert spans == [(0.0, 1.0, [1, 2]), (1.0, 2.0, [3])]
+    assert tail == (2.0, [4, 5])
+
+
+def test_split_without_timestamps_is_all_tail() -> None:
+    assert engine.split_by_timestamps([1, 2], TS, duration=1.0) == ([], (0.0, [1, 2]))
+
+
+def test_split_clamps_times_to_the_window() -> None:
+    spans, tail = engine.split_by_timestamps([TS, 1, TS + 1400], TS, duration=5.0)
+    assert spans == [(0.0, 5.0, [1])] and tail is None
+
+
+def test_unknown_device_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown device 'tpu'"):
+        engine.resolve_device("tpu")
+
+
+def test_auto_picks_int8_on_cpu() -> None:
+    assert engine.resolve_compute_type("auto", "cpu") == "int8"
+    assert engine.resolve_compute_type("auto", "cuda") == "float16"
+
+
+def test_missing_model_folder_is_a_clear_error(tmp_path) -> None:
+    with pytest.raises(engine.ModelLoadError, match=r"holds no model\.bin"):
+        engine.Transcriber(str(tmp_path / "nowhere"), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def transcriber() -> engine.Transcriber:
+    return engine.Transcriber(device="cpu")
+
+
+@pytest.mark.parametrize("signal", [audio.silence(3), audio.noise(3)], ids=["silence", "noise"])
+@pytest.mark.parametrize("vad", [False, True])
+def test_no_speech_in_signals_without_speech(transcriber, signal, vad) -> None:
+    window = transcriber.transcribe(signal, vad=vad)
+    assert window.no_speech and window.all_segments == []
+
+
+def test_whole_clip_in_one_window(transcriber, jfk, manifest) -> None:
+    window = transcriber.transcribe(jfk)
+    text = " ".join(s.text for s in window.all_segments)
+    assert wer(manifest["jfk.flac"].reference, text) == 0.0
+    assert all(0 <= s.start <= s.end <= len(jfk) / 16000 for s in window.all_segments)
+
+
+def test_window_over_the_encoder_context_is_refused(transcriber) -> None:
+    with pytest.raises(ValueError, match="over"):
+        transcriber.transcribe(audio.silence(engine.MAX_WINDOW_SECONDS + 1))

@@ -1,0 +1,120 @@
+"""The sans-I/O protocol: config validation, audio frames, server messages."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from earshot import protocol
+from earshot.protocol import AudioFormat, ClientConfig, CloseCode, ProtocolError, Segment
+
+
+def test_minimal_config_gets_whisperlive_defaults() -> None:
+    config = protocol.parse_config(json.dumps({"uid": "a"}))
+    assert config == ClientConfig(uid="a")
+    assert config.audio_format is AudioFormat.FLOAT32
+
+
+def test_full_config_and_unknown_keys() -> None:
+    frame = json.dumps({
+        "uid": "u", "language": None, "task": "translate", "model": "small", "use_vad": False,
+        "send_last_n_segments": 3, "no_speech_thresh": 0.3, "clip_audio": True,
+        "same_output_threshold": 4, "initial_prompt": "hello", "audio_format": "int16",
+        "enable_translation": False, "some_future_key": [1, 2],
+    })
+    config = protocol.parse_config(frame)
+    assert (config.task, config.language, config.use_vad) == ("translate", None, False)
+    assert (config.send_last_n_segments, config.same_output_threshold) == (3, 4)
+    assert config.audio_format is AudioFormat.INT16
+
+
+def test_config_round_trips_through_json() -> None:
+    config = ClientConfig(uid="x", audio_format=AudioFormat.UINT8, language=None)
+    assert protocol.parse_config(config.to_json()) == config
+
+
+@pytest.mark.parametrize(
+    ("frame", "words", "code"),
+    [
+        ("not json {", "not valid JSON", CloseCode.POLICY),
+        ("[1, 2]", "must be a JSON object", CloseCode.POLICY),
+        ('"text"', "must be a JSON object", CloseCode.POLICY),
+        ('{"language": "en"}', "'uid'", CloseCode.POLICY),
+        ('{"uid": ""}', "'uid'", CloseCode.POLICY),
+        ('{"uid": 7}', "'uid'", CloseCode.POLICY),
+        ('{"uid": "a", "use_vad": "yes"}', "'use_vad' must be a boolean", CloseCode.POLICY),
+        ('{"uid": "a", "send_last_n_segments": true}', "must be an integer", CloseCode.POLICY),
+        ('{"uid": "a", "no_speech_thresh": "low"}', "must be a number", CloseCode.POLICY),
+        ('{"uid": "a", "task": "summarise"}', "unknown task 'summarise'", CloseCode.POLICY),
+        ('{"uid": "a", "audio_format": "mp3"}', "unknown audio_format 'mp3'", CloseCode.POLICY),
+        ('{"uid": "a", "send_last_n_segments": 0}', "between 1 and 1000", CloseCode.POLICY),
+        ('{"uid": "a", "no_speech_thresh": 2}', "between 0 and 1", CloseCode.POLICY),
+        ('{"uid": "a", "pad": "' + "x" * 70_000 + '"}', "over the 65536-byte", CloseCode.TOO_BIG),
+        (b"\x00\x00\x80\x3f", "got binary data", CloseCode.POLICY),
+    ],
+)
+def test_bad_configs_are_named(frame: str | bytes, words: str, code: CloseCode) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        protocol.parse_config(frame)
+    assert words in caught.value.message
+    assert caught.value.close_code == code
+
+
+@pytest.mark.parametrize("fmt", list(AudioFormat))
+def test_audio_round_trip(fmt: AudioFormat) -> None:
+    samples = np.linspace(-0.9, 0.9, 101, dtype=np.float32)
+    decoded = protocol.decode_audio(protocol.encode_audio(samples, fmt), fmt)
+    tolerance = {"float32": 0, "int16": 1e-4, "uint8": 1e-2}[fmt.value]
+    assert decoded.dtype == np.float32
+    np.testing.assert_allclose(decoded, samples, atol=tolerance)
+
+
+def test_int16_matches_whisperlive_scaling() -> None:
+    frame = np.array([-32768, 0, 16384], dtype="<i2").tobytes()
+    assert protocol.decode_audio(frame, AudioFormat.INT16).tolist() == [-1.0, 0.0, 0.5]
+
+
+@pytest.mark.parametrize("fmt", [AudioFormat.FLOAT32, AudioFormat.INT16])
+def test_partial_samples_are_refused(fmt: AudioFormat) -> None:
+    with pytest.raises(ProtocolError, match="not a whole number"):
+        protocol.decode_audio(b"\x00" * (fmt.sample_size * 3 + 1), fmt)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_samples_are_refused(bad: float) -> None:
+    frame = np.array([0.1, bad, 0.2], dtype="<f4").tobytes()
+    with pytest.raises(ProtocolError, match="1 NaN or infinite"):
+        protocol.decode_audio(frame)
+
+
+def test_segment_wire_format_has_three_decimal_strings() -> None:
+    wire = Segment(1.23456, 2.0, "hi", True).to_wire()
+    assert wire == {"start": "1.235", "end": "2.000", "text": "hi", "completed": True}
+    assert Segment.from_wire(wire) == Segment(1.235, 2.0, "hi", True)
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        (protocol.server_ready("u", "s1"), "ready"),
+        (protocol.wait("u", 1.5), "wait"),
+        (protocol.error("u", "bad"), "error"),
+        (protocol.language("u", "en", 0.9), "language"),
+        (protocol.segments("u", [Segment(0, 1, "a")]), "segments"),
+        (protocol.disconnect("u"), "disconnect"),
+        (protocol.end_of_transcript("u"), "end"),
+        ('{"uid": "u", "novel": 1}', "unknown"),
+    ],
+)
+def test_every_server_message_carries_uid_and_is_classified(text: str, kind: str) -> None:
+    message = protocol.parse_server_message(text)
+    assert message.kind == kind
+    assert message.data["uid"] == "u"
+
+
+@pytest.mark.parametrize("text", ["nope", "[]", b"\x00", '{"uid": "u", "segments": 5}'])
+def test_malformed_server_messages_raise(text: str | bytes) -> None:
+    with pytest.raises(ProtocolError):
+        protocol.parse_server_message(text)

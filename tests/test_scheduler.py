@@ -1,0 +1,79 @@
+"""Fair round-robin scheduling of passes (fake sessions, real threads)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from earshot.server.scheduler import FairScheduler
+
+
+class FakeSession:
+    def __init__(self, name: str, passes: int, log: list[str], scheduler: FairScheduler,
+                 gate: threading.Event | None = None) -> None:
+        self.name, self.left, self.log, self.scheduler = name, passes, log, scheduler
+        self.gate = gate
+        self.done = asyncio.Event()
+        self.errors: list[BaseException] = []
+
+    def next_task(self):
+        if self.left == 0:
+            return None
+        self.left -= 1
+
+        def work() -> str:
+            if self.gate is not None:
+                assert self.gate.wait(5)
+            return self.name
+
+        return work
+
+    def task_done(self, result, error, seconds) -> None:
+        if error is not None:
+            self.errors.append(error)
+        else:
+            self.log.append(result)
+        if self.left:
+            self.scheduler.submit(self)
+        else:
+            self.done.set()
+
+
+async def test_sessions_take_turns() -> None:
+    scheduler = FairScheduler(workers=1)
+    scheduler.start()
+    log: list[str] = []
+    gate = threading.Event()
+    try:
+        greedy = FakeSession("greedy", 4, log, scheduler, gate)
+        quiet = FakeSession("quiet", 2, log, scheduler, gate)
+        scheduler.submit(greedy)
+        scheduler.submit(quiet)
+        scheduler.submit(greedy)  # already queued: ignored
+        gate.set()
+        await asyncio.wait_for(asyncio.gather(greedy.done.wait(), quiet.done.wait()), 5)
+    finally:
+        await scheduler.close()
+    assert log == ["greedy", "quiet", "greedy", "quiet", "greedy", "greedy"]
+
+
+async def test_a_failing_pass_is_reported_to_its_session() -> None:
+    scheduler = FairScheduler(workers=2)
+    scheduler.start()
+    log: list[str] = []
+    try:
+        session = FakeSession("s", 1, log, scheduler)
+        session.next_task = lambda: (lambda: 1 / 0)  # type: ignore[method-assign]
+        session.task_done = lambda r, e, s: (session.errors.append(e), session.done.set())
+        scheduler.submit(session)
+        await asyncio.wait_for(session.done.wait(), 5)
+    finally:
+        await scheduler.close()
+    assert isinstance(session.errors[0], ZeroDivisionError)
+
+
+def test_workers_must_be_positive() -> None:
+    with pytest.raises(ValueError):
+        FairScheduler(workers=0)

@@ -1,0 +1,124 @@
+"""The transcript state machine, fed with made-up model results (no model)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from earshot.protocol import SAMPLE_RATE
+from earshot.server.engine import WindowResult, WindowSegment
+from earshot.server.streaming import StreamSettings, TranscriptStream
+
+
+def seconds(n: float) -> np.ndarray:
+    return np.zeros(int(n * SAMPLE_RATE), dtype=np.float32)
+
+
+def result(*spans: tuple[float, float, str], tail: tuple[float, float, str] | None = None):
+    return WindowResult(
+        [WindowSegment(*s) for s in spans], WindowSegment(*tail) if tail else None
+    )
+
+
+def test_first_pass_waits_for_enough_audio() -> None:
+    stream = TranscriptStream(StreamSettings(first_pass_seconds=1.0, step_seconds=0.5))
+    stream.add_audio(seconds(0.9))
+    assert not stream.wants_pass()
+    stream.add_audio(seconds(0.1))
+    assert stream.wants_pass()
+    job = stream.next_job()
+    assert (job.start, job.end, job.final) == (0, SAMPLE_RATE, False)
+    assert not stream.wants_pass()  # nothing new since the job started
+
+
+def test_segments_followed_by_others_complete_and_window_moves() -> None:
+    stream = TranscriptStream()
+    stream.add_audio(seconds(6))
+    job = stream.next_job()
+    update = stream.apply(job, result((0, 2.5, "one"), (2.5, 5, "two"), tail=(5, 6, "thr")))
+    assert update.changed and not update.finished
+    assert [(s.text, s.completed) for s in stream.segments()] == [
+        ("one", True), ("two", True), ("thr", False)]
+    assert stream.offset == 5 * SAMPLE_RATE
+    stream.add_audio(seconds(1))
+    job = stream.next_job()
+    assert job.start == 5 * SAMPLE_RATE and len(job.audio) == 2 * SAMPLE_RATE
+    stream.apply(job, result((0, 2, "three")))
+    assert stream.segments()[-1].start == 5.0  # times are absolute
+
+
+def test_segments_near_the_window_end_stay_partial() -> None:
+    stream = TranscriptStream(StreamSettings(settle_seconds=1.0))
+    stream.add_audio(seconds(6))
+    stream.apply(stream.next_job(), result((0, 3, "one"), (3, 5.5, "two"), tail=(5.5, 6, "x")))
+    assert [(s.text, s.completed) for s in stream.segments()] == [
+        ("one", True), ("two x", False)]
+    assert stream.offset == 3 * SAMPLE_RATE
+
+
+def test_repeated_partial_completes_after_threshold() -> None:
+    stream = TranscriptStream(StreamSettings(same_output_threshold=3))
+    for _ in range(2):
+        stream.add_audio(seconds(1))
+        stream.apply(stream.next_job(), result((0, 1, "hello")))
+        assert not stream.segments()[-1].completed
+    stream.add_audio(seconds(1))
+    stream.apply(stream.next_job(), result((0, 1, "hello")))
+    assert [(s.text, s.completed) for s in stream.segments()] == [("hello", True)]
+    assert stream.offset == stream.received
+
+
+def test_silence_is_dropped_but_the_last_second_kept() -> None:
+    stream = TranscriptStream()
+    stream.add_audio(seconds(4))
+    update = stream.apply(stream.next_job(), WindowResult(no_speech=True))
+    assert stream.segments() == [] and not update.changed
+    assert stream.offset == 3 * SAMPLE_RATE
+
+
+def test_full_window_forces_completion() -> None:
+    stream = TranscriptStream(StreamSettings(max_window_seconds=5))
+    stream.add_audio(seconds(8))
+    job = stream.next_job()
+    assert job.end - job.start == 5 * SAMPLE_RATE and not job.final
+    stream.apply(job, result(tail=(0, 5, "a very long sentence")))
+    assert stream.segments()[-1].completed
+    assert stream.offset == 5 * SAMPLE_RATE
+
+
+def test_end_of_audio_finalises_everything() -> None:
+    stream = TranscriptStream()
+    stream.add_audio(seconds(3))
+    stream.apply(stream.next_job(), result(tail=(0, 3, "partial")))
+    stream.end_of_audio()
+    assert stream.wants_pass()
+    job = stream.next_job()
+    assert job.final
+    update = stream.apply(job, result((0, 2, "all of"), tail=(2, 3, "it")))
+    assert update.finished and stream.finished and not stream.wants_pass()
+    assert all(s.completed for s in stream.segments())
+    assert [s.text for s in stream.segments()] == ["all of", "it"]
+    with pytest.raises(ValueError, match="after END_OF_AUDIO"):
+        stream.add_audio(seconds(1))
+
+
+def test_long_backlog_after_end_of_audio_is_worked_off_in_windows() -> None:
+    stream = TranscriptStream(StreamSettings(max_window_seconds=10))
+    stream.add_audio(seconds(25))
+    stream.end_of_audio()
+    passes = 0
+    while stream.wants_pass():
+        job = stream.next_job()
+        passes += 1
+        stream.apply(job, result(tail=(0, (job.end - job.start) / SAMPLE_RATE, f"w{passes}")))
+        assert passes < 10, "no progress"
+    assert passes == 3
+    assert [s.text for s in stream.segments()] == ["w1", "w2", "w3"]
+
+
+def test_only_last_n_completed_are_sent() -> None:
+    stream = TranscriptStream(StreamSettings(send_last_n_segments=2))
+    stream.add_audio(seconds(4))
+    stream.apply(stream.next_job(), result((0, 1, "a"), (1, 2, "b"), (2, 3, "c"), tail=(3, 4, "d")))
+    assert [s.text for s in stream.segments()] == ["b", "c", "d"]
+    assert stream.completed_count == 3
