@@ -27,6 +27,28 @@ def test_split_clamps_times_to_the_window() -> None:
     assert spans == [(0.0, 5.0, [1])] and tail is None
 
 
+def seg(start: float, end: float, text: str) -> engine.WindowSegment:
+    return engine.WindowSegment(start, end, text)
+
+
+def test_repetition_loop_is_suspect() -> None:
+    first = seg(0, 7, "And so, my fellow Americans ask not what your country can do")
+    again = seg(7, 8.7, "and so my fellow Americans ask")
+    assert engine.looks_repetitive([first, again], [first])
+
+
+def test_impossibly_fast_closed_segment_is_suspect() -> None:
+    fast = seg(7, 8, "one two three four five six seven eight")
+    assert engine.looks_repetitive([fast], [fast])
+    assert not engine.looks_repetitive([fast], [])  # an open tail's span is unknown
+
+
+def test_ordinary_speech_is_not_suspect() -> None:
+    items = [seg(0, 8, "And so my fellow Americans ask not what your country can do for you"),
+             seg(8, 11, "ask what you can do for your country")]
+    assert not engine.looks_repetitive(items, items)
+
+
 def test_unknown_device_is_refused() -> None:
     with pytest.raises(ValueError, match="unknown device 'tpu'"):
         engine.resolve_device("tpu")

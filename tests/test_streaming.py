@@ -56,6 +56,15 @@ def test_segments_near_the_window_end_stay_partial() -> None:
     assert stream.offset == 3 * SAMPLE_RATE
 
 
+def test_a_suspect_pass_completes_nothing() -> None:
+    stream = TranscriptStream()
+    stream.add_audio(seconds(6))
+    looping = WindowResult([WindowSegment(0, 2, "a"), WindowSegment(2, 3, "a")], suspect=True)
+    stream.apply(stream.next_job(), looping)
+    assert [(s.text, s.completed) for s in stream.segments()] == [("a a", False)]
+    assert stream.offset == 0
+
+
 def test_repeated_partial_completes_after_threshold() -> None:
     stream = TranscriptStream(StreamSettings(same_output_threshold=3))
     for _ in range(2):

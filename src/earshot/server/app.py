@@ -208,10 +208,13 @@ class Server:
         if config is None:
             return
         await self._loaded.wait()
+        assert self.transcriber is not None
+        if problem := self.transcriber.language_problem(config.language):
+            await self._reject(ws, config.uid, ProtocolError(problem), remote)
+            return
         if len(self.sessions) >= self.config.max_clients or self.draining:
             await self._refuse_full(ws, config, remote)
             return
-        assert self.transcriber is not None
         session = Session(config, self.transcriber, self.scheduler, self.metrics, remote)
         session.connection = ws
         self.sessions[session.session_id] = session

@@ -39,6 +39,7 @@ FULL_CONTEXT_FRAMES = 3000
 MIN_ENCODE_FRAMES = 1000
 ENCODE_PADDING_FRAMES = 100  # trailing silence so the last word is heard to end
 MAX_TOKENS_PER_SECOND = 8
+MAX_WORDS_PER_SECOND = 6.0  # fast read speech is ~4; above this a segment is a loop
 VAD_LEAD_SAMPLES = int(0.3 * SAMPLE_RATE)  # kept before the first speech VAD finds
 MAX_WINDOW_SECONDS = (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND
 
@@ -104,6 +105,7 @@ class WindowResult:
     no_speech: bool = False
     language: str = "en"
     language_probability: float = 1.0
+    suspect: bool = False  # the text looks like a repetition loop; complete nothing from it
 
     @property
     def all_segments(self) -> list[WindowSegment]:
@@ -120,6 +122,24 @@ class WindowResult:
             segments=[move(s) for s in self.segments],
             tail=move(self.tail) if self.tail else None,
         )
+
+
+def looks_repetitive(
+    items: list[WindowSegment], closed: list[WindowSegment], n: int = 5
+) -> bool:
+    """Signs of Whisper's repetition loop: the same n words twice in one window,
+    or a closed segment spoken impossibly fast (its timestamps are then bogus).
+
+    Seen under load on jfk.flac: one pass returned the clip's first sentence
+    again as a second segment 1.7 s long.
+    """
+    words = [w.strip(".,!?;:\"'").lower() for s in items for w in s.text.split()]
+    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
+    if len(set(grams)) < len(grams):
+        return True
+    return any(
+        len(s.text.split()) / max(s.end - s.start, 0.5) > MAX_WORDS_PER_SECOND for s in closed
+    )
 
 
 def split_by_timestamps(
@@ -194,6 +214,15 @@ class Transcriber:
     @property
     def multilingual(self) -> bool:
         return bool(self._model.model.is_multilingual)
+
+    def language_problem(self, language: str | None) -> str | None:
+        """Why this model cannot transcribe ``language``, or None if it can."""
+        supported = self._model.supported_languages
+        if language is None or language in supported:
+            return None
+        if len(supported) == 1:
+            return f"this model transcribes only {supported[0]!r}, not {language!r}"
+        return f"unknown language {language!r}; use a Whisper language code such as 'en'"
 
     def _tokenizer(self, task: str, language: str) -> Tokenizer:
         key = (task, language)
@@ -323,7 +352,10 @@ class Transcriber:
         tail_segment = None
         if tail and tail[0] < heard_until and (text := tokenizer.decode(tail[1]).strip()):
             tail_segment = WindowSegment(tail[0], duration, text)
-        return WindowResult(segments, tail_segment, False, language, language_probability)
+        suspect = looks_repetitive(segments + ([tail_segment] if tail_segment else []), segments)
+        return WindowResult(
+            segments, tail_segment, False, language, language_probability, suspect
+        )
 
 
 def looks_like_path(name: str) -> bool:

@@ -136,6 +136,8 @@ class TranscriptStream:
         count = 0
         while count < len(items) - 1 and items[count].end <= settled_until:
             count += 1
+        if result.suspect:
+            count = 0  # a looping pass may show text, but completes none
         done, partial = items[:count], _merged(items[count:])
         if self._partial is not None and partial.text == self._partial.text:
             self._repeats += 1
