@@ -8,6 +8,7 @@ import threading
 import pytest
 
 from earshot.server.scheduler import FairScheduler
+from earshot.testing.waiting import eventually_async
 
 
 class FakeSession:
@@ -77,3 +78,39 @@ async def test_a_failing_pass_is_reported_to_its_session() -> None:
 def test_workers_must_be_positive() -> None:
     with pytest.raises(ValueError):
         FairScheduler(workers=0)
+
+
+async def test_urgent_work_jumps_the_queue_and_may_overlap_its_own_pass() -> None:
+    scheduler = FairScheduler(workers=2)
+    scheduler.start()
+    log: list[str] = []
+    gate = threading.Event()
+    try:
+        slow = FakeSession("slow", 2, log, scheduler, gate)
+        other = FakeSession("other", 1, log, scheduler)
+        scheduler.submit(slow)  # its first pass blocks on the gate
+        await eventually_async(_value(lambda: scheduler.busy), lambda n: n == 1,
+                               description="the gated pass to be running")
+        scheduler.submit(slow)  # not urgent: ignored while its pass runs
+        assert scheduler.queued == 0
+        slow.gate = None  # the urgent pass does not block
+        scheduler.submit(other)
+        scheduler.submit(slow, urgent=True)
+        # The urgent pass jumps ahead of "other" and runs beside the gated one.
+        await eventually_async(_value(lambda: list(log)), bool, description="a finished pass")
+        gate.set()
+        await eventually_async(_value(lambda: len(log)), lambda n: n == 3,
+                               description="all three passes")
+    finally:
+        gate.set()
+        await scheduler.close()
+    assert log[0] == "slow" and sorted(log) == ["other", "slow", "slow"]
+
+
+def _value(read):
+    """An async probe returning ``read()``."""
+
+    async def probe():
+        return read()
+
+    return probe

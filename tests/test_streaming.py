@@ -103,6 +103,7 @@ def test_end_of_audio_finalises_everything() -> None:
     assert stream.wants_pass()
     job = stream.next_job()
     assert job.final
+    assert not stream.wants_pass()  # one final pass, even while an older one still runs
     update = stream.apply(job, result((0, 2, "all of"), tail=(2, 3, "it")))
     assert update.finished and stream.finished and not stream.wants_pass()
     assert all(s.completed for s in stream.segments())

@@ -6,6 +6,12 @@ in a thread (off the event loop, which stays free for handshakes, health
 checks and closes) and, if the session wants another pass, puts it at the
 back. A client that sends audio faster than it can be transcribed therefore
 gets one pass per turn like everybody else, and cannot starve the others.
+
+The one exception is urgent work: a session's final pass after END_OF_AUDIO
+goes to the front of the queue and may start while the session's previous
+pass is still running (its result is then stale, and the session drops it).
+Each session has one final pass, so this cannot be used to starve anybody,
+and it takes the time of a pass off every final transcript.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -35,7 +41,8 @@ class FairScheduler:
             raise ValueError("workers must be at least 1")
         self.workers = workers
         self._queue: deque[Schedulable] = deque()
-        self._pending: set[int] = set()  # id() of sessions queued or running
+        self._queued: set[int] = set()  # id() of sessions in the queue
+        self._running: Counter[int] = Counter()  # id() -> passes running
         self._wakeup = asyncio.Event()
         self._executor: ThreadPoolExecutor | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -62,12 +69,24 @@ class FairScheduler:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
-    def submit(self, session: Schedulable) -> None:
-        """Queue ``session`` unless it is already queued or running."""
-        if id(session) in self._pending:
+    def submit(self, session: Schedulable, urgent: bool = False) -> None:
+        """Queue ``session`` unless it is already queued or running.
+
+        ``urgent`` puts it at the front, even while a pass of it is running.
+        """
+        key = id(session)
+        if key in self._queued:
+            if urgent:
+                self._queue.remove(session)
+                self._queue.appendleft(session)
             return
-        self._pending.add(id(session))
-        self._queue.append(session)
+        if self._running[key] and not urgent:
+            return  # the session resubmits itself when its pass ends
+        self._queued.add(key)
+        if urgent:
+            self._queue.appendleft(session)
+        else:
+            self._queue.append(session)
         self._wakeup.set()
 
     async def _next(self) -> Schedulable:
@@ -80,14 +99,16 @@ class FairScheduler:
         loop = asyncio.get_running_loop()
         while True:
             session = await self._next()
+            key = id(session)
+            self._queued.discard(key)
             try:
                 task = session.next_task()
             except Exception:
                 log.exception("preparing a pass failed")
                 task = None
             if task is None:
-                self._pending.discard(id(session))
                 continue
+            self._running[key] += 1
             self.busy += 1
             started = time.perf_counter()
             result: Any = None
@@ -101,5 +122,7 @@ class FairScheduler:
                 error = exc
             finally:
                 self.busy -= 1
-                self._pending.discard(id(session))
+                self._running[key] -= 1
+                if not self._running[key]:
+                    del self._running[key]
             session.task_done(result, error, time.perf_counter() - started)

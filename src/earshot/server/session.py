@@ -117,7 +117,7 @@ class Session:
 
     def end_of_audio(self) -> None:
         self.stream.end_of_audio()
-        self._wake()
+        self._wake(urgent=True)
 
     async def room_for_audio(self, max_backlog_seconds: float) -> None:
         """Wait while the untranscribed audio is over the limit.
@@ -137,18 +137,18 @@ class Session:
         self.closed = True
         self._room.set()
 
-    def _wake(self) -> None:
+    def _wake(self, urgent: bool = False) -> None:
         if not self.closed and self.stream.wants_pass():
-            self._scheduler.submit(self)
+            self._scheduler.submit(self, urgent)
             self._metrics.queue.set(self._scheduler.queued)
 
     # -- Schedulable -------------------------------------------------------
 
-    def next_task(self) -> Callable[[], WindowResult] | None:
+    def next_task(self) -> Callable[[], tuple[Job, WindowResult]] | None:
         if self.closed or not self.stream.wants_pass():
             return None
         self._job = job = self.stream.next_job()
-        return functools.partial(
+        transcribe = functools.partial(
             self._transcriber.transcribe,
             job.audio,
             language=self.config.language,
@@ -157,19 +157,23 @@ class Session:
             no_speech_threshold=self.config.no_speech_thresh,
             vad=self.config.use_vad,
         )
+        return lambda: (job, transcribe())
 
     def task_done(self, result: Any, error: BaseException | None, seconds: float) -> None:
-        job, self._job = self._job, None
         self._metrics.passes.observe(seconds)
         self._metrics.queue.set(self._scheduler.queued)
         self._room.set()
-        if self.closed or job is None:
+        if self.closed:
             return
         if error is not None:
             log.error("inference failed", extra={"fields": self.fields}, exc_info=error)
             self.failed = error
             self.finished.set()
             return
+        job, result = result
+        if job is not self._job:
+            return  # overtaken by the final pass, which started while this one ran
+        self._job = None
         if self.config.language is None and not self._language_sent:
             self._language_sent = True
             self.outbox.put(

@@ -69,6 +69,7 @@ class TranscriptStream:
         self._recent = deque[Segment](maxlen=self.settings.send_last_n_segments)
         self._partial: Segment | None = None
         self._last_job_end = 0
+        self._final_issued = False
         self._repeats = 0
 
     # -- input -------------------------------------------------------------
@@ -94,7 +95,7 @@ class TranscriptStream:
         return self.received / SAMPLE_RATE
 
     def wants_pass(self) -> bool:
-        if self.finished:
+        if self.finished or self._final_issued:
             return False
         if self.ended:
             return True
@@ -108,7 +109,9 @@ class TranscriptStream:
         end = min(self.received, self.offset + max_window)
         audio = self._buffer[: end - self.offset].copy()
         self._last_job_end = end
-        return Job(audio, self.offset, end, final=self.ended and end == self.received)
+        final = self.ended and end == self.received
+        self._final_issued = final
+        return Job(audio, self.offset, end, final)
 
     def apply(self, job: Job, result: WindowResult) -> Update:
         """Fold one pass's result into the transcript."""
