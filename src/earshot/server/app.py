@@ -30,7 +30,7 @@ from earshot.server.config import ServerConfig
 from earshot.server.engine import Transcriber
 from earshot.server.metrics import Metrics
 from earshot.server.scheduler import FairScheduler
-from earshot.server.session import Session
+from earshot.server.session import Session, peer
 
 log = logging.getLogger("earshot.server")
 
@@ -203,7 +203,7 @@ class Server:
     # -- WebSocket sessions -----------------------------------------------
 
     async def _handle(self, ws: ServerConnection) -> None:
-        remote = "{}:{}".format(*ws.remote_address[:2])
+        remote = peer(ws)
         config = await self._receive_config(ws, remote)
         if config is None:
             return
@@ -215,8 +215,7 @@ class Server:
         if len(self.sessions) >= self.config.max_clients or self.draining:
             await self._refuse_full(ws, config, remote)
             return
-        session = Session(config, self.transcriber, self.scheduler, self.metrics, remote)
-        session.connection = ws
+        session = Session(config, ws, self.transcriber, self.scheduler, self.metrics)
         self.sessions[session.session_id] = session
         self.metrics.sessions.set(len(self.sessions))
         log.info("session started", extra={"fields": {

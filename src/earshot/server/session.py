@@ -29,6 +29,11 @@ from earshot.server.streaming import Job, StreamSettings, TranscriptStream
 log = logging.getLogger("earshot.session")
 
 
+def peer(connection: ServerConnection) -> str:
+    """host:port of the other end, for logs."""
+    return "{}:{}".format(*connection.remote_address[:2])
+
+
 def new_session_id() -> str:
     """Random, so ids never collide, however fast clients reconnect."""
     return uuid.uuid4().hex
@@ -71,15 +76,16 @@ class Session:
     def __init__(
         self,
         config: ClientConfig,
+        connection: ServerConnection,
         transcriber: Transcriber,
         scheduler: FairScheduler,
         metrics: Metrics,
-        remote: str,
     ) -> None:
         self.config = config
+        self.connection = connection
         self.uid = config.uid
         self.session_id = new_session_id()
-        self.remote = remote
+        self.remote = peer(connection)
         self.started = time.monotonic()
         self.stream = TranscriptStream(
             StreamSettings(
@@ -94,7 +100,6 @@ class Session:
         self._transcriber = transcriber
         self._scheduler = scheduler
         self._metrics = metrics
-        self.connection: ServerConnection  # set by the server once accepted
         self._job: Job | None = None
         self._language_sent = False
         self._room = asyncio.Event()  # set whenever a pass shrank the backlog
