@@ -81,12 +81,15 @@ def test_chunks_cover_everything() -> None:
     np.testing.assert_array_equal(np.concatenate(pieces), samples)
 
 
-async def test_paced_follows_a_fake_clock() -> None:
-    now = [0.0]
+async def test_paced_sleeps_until_each_piece_is_due(monkeypatch) -> None:
+    slept: list[float] = []
+
+    async def fake_sleep(delay: float) -> None:
+        slept.append(round(delay, 6))
+
+    monkeypatch.setattr(asyncio, "sleep", fake_sleep)
     pieces = list(audio.chunks(audio.silence(0.3), chunk_ms=100))
-    seen = []
-    async for piece in audio.paced(pieces, speed=2.0, clock=lambda: now[0]):
-        seen.append((now[0], len(piece)))
-        now[0] += 0.05  # exactly on schedule at 2x: no real sleep needed
-    assert [len for _, len in seen] == [1600, 1600, 1600]
-    assert await asyncio.sleep(0, result=True)
+    sent = [len(p) async for p in audio.paced(pieces, speed=2.0, clock=lambda: 10.0)]
+    assert sent == [1600, 1600, 1600]
+    # A frozen clock: piece k is due k x 0.1 s / 2 after the start.
+    assert slept == [0.05, 0.1]
