@@ -21,7 +21,7 @@ from urllib.parse import parse_qs
 from websockets.asyncio.server import Server as WsServer
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 from websockets.http11 import Request, Response
 
 from earshot import __version__, protocol
@@ -271,6 +271,8 @@ class Server:
             sender.cancel()
             await self._reject(ws, session.uid, exc, session.remote)
             return "client error" if exc.close_code != CloseCode.INTERNAL else "server error"
+        except ConnectionClosedOK:
+            return "server shutting down" if self.draining else "closed by client"
         except ConnectionClosed:
             return "server shutting down" if self.draining else "connection lost"
 

@@ -65,7 +65,9 @@ class TranscriptStream:
         self.finished = False  # final pass applied
         self.completed_count = 0
         self.passes = 0
-        self._buffer = np.zeros(0, dtype=np.float32)  # samples from self.offset on
+        # Samples from self.offset on, as received; joined only when a pass
+        # needs them, so a fast sender costs one copy per pass, not per frame.
+        self._pieces: list[np.ndarray] = []
         self._recent = deque[Segment](maxlen=self.settings.send_last_n_segments)
         self._partial: Segment | None = None
         self._last_job_end = 0
@@ -77,7 +79,7 @@ class TranscriptStream:
     def add_audio(self, samples: np.ndarray) -> None:
         if self.ended:
             raise ValueError("audio after END_OF_AUDIO")
-        self._buffer = np.concatenate([self._buffer, samples.astype(np.float32, copy=False)])
+        self._pieces.append(samples.astype(np.float32, copy=False))
         self.received += len(samples)
 
     def end_of_audio(self) -> None:
@@ -107,7 +109,7 @@ class TranscriptStream:
     def next_job(self) -> Job:
         max_window = int(self.settings.max_window_seconds * SAMPLE_RATE)
         end = min(self.received, self.offset + max_window)
-        audio = self._buffer[: end - self.offset].copy()
+        audio = self._joined()[: end - self.offset].copy()
         self._last_job_end = end
         final = self.ended and end == self.received
         self._final_issued = final
@@ -169,8 +171,13 @@ class TranscriptStream:
 
     def _advance(self, until: int) -> None:
         until = min(max(until, self.offset), self.received)
-        self._buffer = self._buffer[until - self.offset :]
+        self._pieces = [self._joined()[until - self.offset :]]
         self.offset = until
+
+    def _joined(self) -> np.ndarray:
+        if len(self._pieces) != 1:
+            self._pieces = [np.concatenate(self._pieces or [np.zeros(0, np.float32)])]
+        return self._pieces[0]
 
     # -- output ------------------------------------------------------------
 
