@@ -3,8 +3,14 @@ PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
+# Prints the server image's tag, building the image only when what goes into
+# it changed (the tag is a digest of those inputs).
+IMAGE_TAG = $(PY) -m earshot.testing.image
+COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
+                  elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: setup test lint serve bench clean
+.PHONY: setup test unit integration integration-gpu lint engine image up down logs \
+        serve bench clean
 
 setup: $(STAMP)
 
@@ -16,12 +22,50 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --editable '.[test]'
 	@touch $@
 
-test: setup lint
-	@echo "==> tests (real server, real model; random order)"
-	$(PY) -m pytest
+# Everything CI runs: lint, the fast suite and the container suite, in one
+# pytest session (random order, hard timeouts).
+test: lint image
+	@echo "==> tests: tests/ (local server process) and integration/ (container)"
+	$(PY) -m pytest tests integration
+
+unit: setup
+	$(PY) -m pytest tests
+
+# The real-server suite against the server container.
+integration: image
+	$(PY) -m pytest integration -v
+
+# The same suite against the CUDA image with the GPU; skips where there is none.
+integration-gpu: setup
+	@if ! nvidia-smi -L >/dev/null 2>&1; then \
+	    echo "integration-gpu: no NVIDIA GPU here (nvidia-smi finds none); nothing to run"; \
+	    exit 0; \
+	fi; \
+	scripts/ensure-docker.sh && $(IMAGE_TAG) --variant cuda && \
+	EARSHOT_CONTAINER_VARIANT=cuda $(PY) -m pytest integration -v
 
 lint: setup
 	$(PY) -m ruff check .
+
+# A Docker engine (installed and started if need be; nothing if one answers).
+engine:
+	@scripts/ensure-docker.sh
+
+image: setup engine
+	@tag=$$($(IMAGE_TAG)) && echo "==> server image: $$tag"
+
+up: image
+	@test -n "$(COMPOSE)" || { echo "error: needs docker compose (or apt-get install docker-compose)"; exit 1; }
+	tag=$$($(IMAGE_TAG)) && EARSHOT_IMAGE=$$tag $(COMPOSE) up -d server
+	@echo "==> server on ws://127.0.0.1:9090 (make logs, make down)"
+
+down:
+	@test -n "$(COMPOSE)" || { echo "error: needs docker compose"; exit 1; }
+	$(COMPOSE) down --remove-orphans
+
+logs:
+	@test -n "$(COMPOSE)" || { echo "error: needs docker compose"; exit 1; }
+	$(COMPOSE) logs --tail 100 server
 
 serve: setup
 	$(PY) -m earshot.server
@@ -30,4 +74,7 @@ bench: setup
 	$(PY) bench/server_latency.py
 
 clean:
+	-docker ps -aq --filter label=org.earshot.managed | xargs -r docker rm -f
+	-docker images -q --filter label=org.earshot.managed | xargs -r docker rmi -f
+	-docker images -q --filter label=org.earshot.role=base | xargs -r docker rmi -f
 	rm -rf $(VENV) .cache .pytest_cache .ruff_cache src/*.egg-info

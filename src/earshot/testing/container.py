@@ -1,0 +1,256 @@
+"""The server in a container, started by Testcontainers.
+
+``WhisperLiveContainer`` is a testcontainers ``DockerContainer`` for the image
+that ``Dockerfile.server`` builds (built or reused on demand). It publishes
+the server's port on 127.0.0.1 only and builds its URLs from that, so tests
+never dial a bridge address. Readiness is /readyz answering 200, polled with
+tenacity under a deadline; a container that does not get there fails with its
+state and last log lines.
+
+Fault helpers act on the running container: ``stop()`` (SIGTERM, the server
+drains) and ``start()`` again, ``restart()``, ``pause()``/``unpause()`` and
+``kill()``. The container is removed by ``remove()``, which the context manager
+calls on exit. Every container carries the ``org.earshot.managed`` label, so
+``remove_labelled()`` can sweep what a crashed run left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from typing import Any
+
+import docker
+from docker.errors import NotFound
+from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from testcontainers.core.config import testcontainers_config
+from testcontainers.core.container import DockerContainer
+
+from earshot.testing.image import LABEL, ensure_image
+
+PORT = 9090
+
+
+class ContainerNotReady(RuntimeError):
+    """The server in the container did not become ready; the text says what was seen."""
+
+
+class _NotYet(Exception):
+    pass
+
+
+def _ryuk_available() -> bool:
+    """Ryuk (testcontainers' reaper) needs its image; without a registry it is absent."""
+    client = docker.from_env()
+    try:
+        client.images.get(testcontainers_config.ryuk_image)
+        return True
+    except NotFound:
+        return False
+    finally:
+        client.close()
+
+
+class WhisperLiveContainer(DockerContainer):
+    def __init__(
+        self,
+        image: str | None = None,
+        *,
+        model: str | None = None,
+        device: str | None = None,
+        max_clients: int | None = None,
+        max_connection_time: float | None = None,
+        api_key: str | None = None,
+        env: dict[str, str] | None = None,
+        gpu: bool = False,
+        startup_timeout: float = 60.0,
+    ) -> None:
+        if not _ryuk_available():
+            # Without its image Ryuk cannot start; our own label sweep cleans up.
+            testcontainers_config.ryuk_disabled = True
+        super().__init__(image or ensure_image("cuda" if gpu else "cpu"))
+        settings = {
+            "EARSHOT_MODEL": model,
+            "EARSHOT_DEVICE": device,
+            "EARSHOT_MAX_CLIENTS": max_clients,
+            "EARSHOT_MAX_CONNECTION_TIME": max_connection_time,
+            "EARSHOT_API_KEY": api_key,
+            **(env or {}),
+        }
+        for name, value in settings.items():
+            if value is not None:
+                self.with_env(name, str(value))
+        self.api_key = api_key
+        self.startup_timeout = startup_timeout
+        # Bind to loopback only, on a free port the engine picks.
+        self.ports[f"{PORT}/tcp"] = ("127.0.0.1",)
+        kwargs: dict[str, Any] = {"labels": {LABEL: "true"}}
+        if gpu:
+            kwargs["device_requests"] = [
+                docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])
+            ]
+        self.with_kwargs(**kwargs)
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def start(self) -> WhisperLiveContainer:
+        """Create and start the container, or start it again after stop()."""
+        if self._container is None:
+            super().start()
+        else:
+            self._container.start()
+        self.wait_ready()
+        return self
+
+    def stop(self, timeout: float = 10.0) -> int:  # type: ignore[override]
+        """SIGTERM (the server drains), wait; returns the exit code. Not removed."""
+        container = self._require()
+        container.stop(timeout=int(timeout))
+        return int(container.wait(timeout=timeout + 5)["StatusCode"])
+
+    def restart(self, timeout: float = 10.0) -> None:
+        self._require().restart(timeout=int(timeout))
+        self.wait_ready()
+
+    def pause(self) -> None:
+        self._require().pause()
+
+    def unpause(self) -> None:
+        self._require().unpause()
+
+    def kill(self, signal: str = "SIGKILL") -> None:
+        self._require().kill(signal=signal)
+
+    def remove(self) -> None:
+        """Remove the container whatever its state (what the context manager does)."""
+        super().stop(force=True, delete_volume=True)
+        self._container = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _require(self):
+        if self._container is None:
+            raise RuntimeError("the container is not started")
+        return self._container
+
+    # -- readiness ---------------------------------------------------------
+
+    def wait_ready(self) -> None:
+        """Poll /readyz until 200, under a deadline; fail with state and logs."""
+        last = "nothing yet"
+
+        def poll() -> None:
+            nonlocal last
+            container = self._require()
+            container.reload()
+            state = container.attrs["State"]
+            if state["Status"] in ("exited", "dead"):
+                raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
+            try:
+                code, body = self.get("/readyz")
+                last = f"/readyz {code} {body[:60]!r}"
+            except (OSError, _NotYet) as exc:
+                last = f"no answer ({exc})"
+                raise _NotYet(last) from None
+            if code != 200:
+                raise _NotYet(last)
+
+        try:
+            for attempt in Retrying(
+                stop=stop_after_delay(self.startup_timeout),
+                wait=wait_exponential(multiplier=0.02, max=0.5),
+                retry=retry_if_exception_type(_NotYet),
+                reraise=True,
+            ):
+                with attempt:
+                    poll()
+        except _NotYet:
+            raise ContainerNotReady(
+                self._report(f"not ready after {self.startup_timeout:g} s; last: {last}")
+            ) from None
+
+    def _report(self, what: str) -> str:
+        container = self._require()
+        state = container.attrs.get("State", {})
+        return (
+            f"server container {container.short_id} {what} "
+            f"(status {state.get('Status')}, health "
+            f"{state.get('Health', {}).get('Status', 'n/a')}); last log lines:\n"
+            f"{self.log_tail()}"
+        )
+
+    # -- access ------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        container = self._require()
+        container.reload()
+        bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
+        for binding in bindings:
+            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
+                return int(binding["HostPort"])
+        raise _NotYet(f"port {PORT} is not published (yet)")
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        request = urllib.request.Request(self.http_url + path, headers=self._headers())
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+
+    def status(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        code, body = self.get("/status")
+        if code != 200:
+            raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
+        return json.loads(body)
+
+    def exit_code(self) -> int | None:
+        container = self._require()
+        container.reload()
+        state = container.attrs["State"]
+        return None if state["Running"] else int(state["ExitCode"])
+
+    def log_text(self) -> str:
+        stdout, stderr = self.get_logs()
+        return (stdout + stderr).decode(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_text().splitlines()[-lines:])
+        except Exception as exc:  # the container may be gone already
+            return f"(no logs: {exc})"
+
+
+def labelled_containers() -> list[str]:
+    """Ids of containers, running or not, that carry earshot's label."""
+    client = docker.from_env()
+    try:
+        return [c.id for c in client.containers.list(all=True, filters={"label": LABEL})]
+    finally:
+        client.close()
+
+
+def remove_labelled() -> int:
+    """Remove every earshot-labelled container (a crashed run's leftovers)."""
+    client = docker.from_env()
+    try:
+        found = client.containers.list(all=True, filters={"label": LABEL})
+        for container in found:
+            container.remove(force=True)
+        return len(found)
+    finally:
+        client.close()

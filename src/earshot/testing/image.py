@@ -1,0 +1,112 @@
+"""The server image: built from Dockerfile.server, tagged by what goes into it.
+
+The tag carries a digest of the build inputs (Dockerfile, package sources,
+variant, base image id), so an unchanged tree reuses the image and any change
+rebuilds it. The engine and the base image are ensured first by the scripts
+in ``scripts/`` (which install and start Docker, or build a base image from
+Debian's packages, where needed).
+
+    python -m earshot.testing.image [--variant cpu|cuda]   # prints the tag
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+DOCKERFILE = ROOT / "Dockerfile.server"
+REPOSITORY = "earshot-server"
+LABEL = "org.earshot.managed"  # on every image and container earshot makes
+VARIANTS = ("cpu", "cuda")
+# What Dockerfile.server copies, plus the files that shape the build.
+INPUTS = ("Dockerfile.server", ".dockerignore", "pyproject.toml", "README.md", "src")
+
+
+class ImageError(RuntimeError):
+    """The image could not be built; the text says why."""
+
+
+def _say(message: str) -> None:
+    print(f"==> {message}", file=sys.stderr, flush=True)
+
+
+def _run(command: list[str], **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command, text=True, **kwargs)
+
+
+def ensure_engine() -> None:
+    """Start (and if need be install) a Docker engine; no-op when one answers."""
+    if _run(["docker", "info"], capture_output=True).returncode == 0:
+        return
+    if _run([str(ROOT / "scripts" / "ensure-docker.sh")]).returncode != 0:
+        raise ImageError("no Docker engine (scripts/ensure-docker.sh failed, see above)")
+
+
+def ensure_base() -> str:
+    """The base image to build on (see scripts/ensure-base-image.sh)."""
+    result = _run([str(ROOT / "scripts" / "ensure-base-image.sh")], stdout=subprocess.PIPE)
+    if result.returncode != 0 or not result.stdout.strip():
+        raise ImageError("no base image (scripts/ensure-base-image.sh failed, see above)")
+    return result.stdout.strip().splitlines()[-1]
+
+
+def _image_id(name: str) -> str | None:
+    result = _run(["docker", "image", "inspect", "-f", "{{.Id}}", name], capture_output=True)
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def input_digest(variant: str, base_id: str) -> str:
+    """sha256 over the build inputs, the variant and the base image's id."""
+    digest = hashlib.sha256(f"{variant}\0{base_id}\0".encode())
+    for name in INPUTS:
+        path = ROOT / name
+        files = sorted(path.rglob("*")) if path.is_dir() else [path]
+        for file in files:
+            if not file.is_file() or "__pycache__" in file.parts or ".egg-info" in str(file):
+                continue
+            digest.update(str(file.relative_to(ROOT)).encode() + b"\0")
+            digest.update(file.read_bytes())
+    return digest.hexdigest()
+
+
+def ensure_image(variant: str = "cpu") -> str:
+    """The tag of an up-to-date server image, building it if needed."""
+    if variant not in VARIANTS:
+        raise ImageError(f"unknown variant {variant!r}; use {' or '.join(VARIANTS)}")
+    if not DOCKERFILE.is_file():
+        raise ImageError(f"{DOCKERFILE} not found: build the image from an earshot checkout")
+    ensure_engine()
+    base = ensure_base()
+    base_id = _image_id(base) or base
+    tag = f"{REPOSITORY}:{variant}-{input_digest(variant, base_id)[:12]}"
+    if _image_id(tag):
+        return tag
+    _say(f"building {tag} on {base} (a few minutes the first time)")
+    build = [
+        "docker", "build", "--network", "host", "--file", str(DOCKERFILE),
+        "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VARIANT={variant}",
+        "--label", f"{LABEL}=true", "--tag", tag, str(ROOT),
+    ]
+    if _run(build).returncode != 0:
+        raise ImageError(f"docker build of {tag} failed (output above)")
+    return tag
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Build or reuse the earshot server image.")
+    parser.add_argument("--variant", choices=VARIANTS, default="cpu")
+    args = parser.parse_args(argv)
+    try:
+        print(ensure_image(args.variant))
+    except ImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
