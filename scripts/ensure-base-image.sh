@@ -13,8 +13,8 @@ LOCAL=${2:-earshot-base:bookworm}
 SUITE=bookworm
 PULL_TIMEOUT=${EARSHOT_PULL_TIMEOUT:-30}
 
-say() { echo "==> $*" >&2; }
-die() { echo "error: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 
 for image in "$PUBLIC" "$LOCAL"; do
@@ -34,8 +34,7 @@ say "no registry: building $LOCAL from Debian's packages (about 60 s)"
 [ "$(id -u)" -eq 0 ] || die "building the base image needs root (debootstrap)"
 if ! command -v debootstrap >/dev/null 2>&1; then
     say "installing debootstrap"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
+    apt_install debootstrap
 fi
 
 # The host's own Debian mirror: whatever apt here already reaches.

@@ -4,8 +4,8 @@
 # background and wait (bounded) until it answers. Logs go to /var/log/dockerd.log.
 set -euo pipefail
 
-say() { echo "==> $*"; }
-die() { echo "error: $*" >&2; exit 1; }
+# shellcheck source=scripts/lib.sh
+. "$(dirname "$0")/lib.sh"
 
 if docker info >/dev/null 2>&1; then
     exit 0
@@ -16,8 +16,7 @@ say "no Docker engine answers; starting one"
 if ! command -v dockerd >/dev/null 2>&1; then
     command -v apt-get >/dev/null 2>&1 || die "no dockerd and no apt-get to install it; install Docker and retry"
     say "installing Debian's docker.io (about 15 s)"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq docker.io >/dev/null
+    apt_install docker.io
 fi
 
 # A hard stop leaves the pid file behind, and dockerd then refuses to start.

@@ -42,7 +42,7 @@ def ensure_engine() -> None:
     """Start (and if need be install) a Docker engine; no-op when one answers."""
     if _run(["docker", "info"], capture_output=True).returncode == 0:
         return
-    if _run([str(ROOT / "scripts" / "ensure-docker.sh")]).returncode != 0:
+    if _run([str(ROOT / "scripts" / "ensure-docker.sh")], stdout=sys.stderr).returncode != 0:
         raise ImageError("no Docker engine (scripts/ensure-docker.sh failed, see above)")
 
 
@@ -91,7 +91,8 @@ def ensure_image(variant: str = "cpu") -> str:
         "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VARIANT={variant}",
         "--label", f"{LABEL}=true", "--tag", tag, str(ROOT),
     ]
-    if _run(build).returncode != 0:
+    # Build output is progress: stderr, so stdout carries only the tag.
+    if _run(build, stdout=sys.stderr).returncode != 0:
         raise ImageError(f"docker build of {tag} failed (output above)")
     return tag
 
