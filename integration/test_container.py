@@ -7,12 +7,17 @@ import json
 import threading
 import time
 
+import pytest
 from websockets.asyncio.client import connect
 
 from earshot import audio, protocol
 from earshot.protocol import CloseCode
 from earshot.testing import wire
-from earshot.testing.container import WhisperLiveContainer, labelled_containers
+from earshot.testing.container import (
+    ContainerNotReady,
+    WhisperLiveContainer,
+    labelled_containers,
+)
 from earshot.testing.waiting import eventually, wait_for_sessions
 from earshot.testing.wer import wer
 
@@ -81,3 +86,24 @@ def test_containers_are_labelled_and_removed(server_image: str) -> None:
         assert container_id in labelled_containers()
     eventually(labelled_containers, lambda ids: container_id not in ids,
                description=f"container {container_id[:12]} to be removed")
+
+
+def test_a_server_that_cannot_start_fails_with_its_logs(server_image: str) -> None:
+    with pytest.raises(ContainerNotReady) as caught, WhisperLiveContainer(
+        server_image, device="tpu"
+    ):
+        pass
+    message = str(caught.value)
+    assert "exited with 2" in message
+    assert "--device: unknown device 'tpu'" in message
+
+
+def test_pause_kill_and_their_effects(own_container: WhisperLiveContainer) -> None:
+    own_container.pause()
+    with pytest.raises(OSError):  # a frozen server answers nothing
+        own_container.get("/readyz", timeout=0.5)
+    own_container.unpause()
+    assert own_container.get("/readyz")[0] == 200
+    own_container.kill()
+    assert eventually(own_container.exit_code, lambda code: code is not None,
+                      description="the killed container to exit") == 137

@@ -204,15 +204,17 @@ class WhisperLiveContainer(DockerContainer):
     def _headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def get(self, path: str) -> tuple[int, bytes]:
+    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
+        """An HTTP GET on the server's port: (status, body)."""
         request = urllib.request.Request(self.http_url + path, headers=self._headers())
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
 
     def status(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
+        """/status as a dict (the container's own API key is sent; ``headers`` unused)."""
         code, body = self.get("/status")
         if code != 200:
             raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
