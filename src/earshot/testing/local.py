@@ -41,21 +41,22 @@ class LocalServer:
         *flags: str,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
+        port: int = 0,
     ) -> None:
         self.flags = list(flags)
         self.env = {**os.environ, **(env or {})}
         self.startup_timeout = startup_timeout
-        self.port: int | None = None
+        self.port: int | None = port or None  # a restart reuses the port it had
         self.process: subprocess.Popen[bytes] | None = None
-        self._log_dir = tempfile.TemporaryDirectory(prefix="earshot-server-")
-        self.log_path = Path(self._log_dir.name) / "server.log"
-        self._log_text: str | None = None  # kept once the process is gone
+        self._log_dir: tempfile.TemporaryDirectory[str] | None = None
+        self._old_logs = ""  # the logs of earlier runs of this server
 
     # -- lifecycle ---------------------------------------------------------
 
     def start(self) -> LocalServer:
         command = [sys.executable, "-m", "earshot.server", "--host", "127.0.0.1",
-                   "--port", "0", *self.flags]
+                   "--port", str(self.port or 0), *self.flags]
+        self._log_dir = tempfile.TemporaryDirectory(prefix="earshot-server-")
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=self.env
@@ -76,7 +77,7 @@ class LocalServer:
                     f"log:\n{self.log_tail()}"
                 )
             if self.port is None:
-                match = _LISTENING.search(self.log_text())
+                match = _LISTENING.search(self.log_path.read_text(errors="replace"))
                 if not match:
                     raise NotYet("no 'listening' line in the log yet")
                 self.port = int(match.group(1))
@@ -98,6 +99,16 @@ class LocalServer:
                 f"log:\n{self.log_tail()}"
             ) from None
 
+    @property
+    def log_path(self) -> Path:
+        assert self._log_dir is not None, "not started"
+        return Path(self._log_dir.name) / "server.log"
+
+    def kill(self) -> None:
+        """SIGKILL: the server vanishes without a word (clients see the socket die)."""
+        self.signal(signal.SIGKILL)
+        self.stop()
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
@@ -116,10 +127,14 @@ class LocalServer:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait(timeout)
-        if self._log_text is None:
-            self._log_text = self.log_text()
-            self._log_dir.cleanup()
+        self._keep_log()
         return code
+
+    def _keep_log(self) -> None:
+        if self._log_dir is not None:
+            self._old_logs += self.log_path.read_text(errors="replace")
+            self._log_dir.cleanup()
+            self._log_dir = None
 
     def __enter__(self) -> LocalServer:
         return self.start()
@@ -155,9 +170,8 @@ class LocalServer:
         return json.loads(body)
 
     def log_text(self) -> str:
-        if self._log_text is not None:
-            return self._log_text
-        return self.log_path.read_text(errors="replace")
+        current = self.log_path.read_text(errors="replace") if self._log_dir else ""
+        return self._old_logs + current
 
     def log_tail(self, lines: int = 30) -> str:
         return "\n".join(self.log_text().splitlines()[-lines:])

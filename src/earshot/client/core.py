@@ -1,0 +1,450 @@
+"""The asynchronous streaming client, on websockets' asyncio client.
+
+One instance is one client (a stable ``client_id``) that may open several
+connections over its life, each a new session with a fresh ``session_id``
+(sent as the protocol's ``uid``). It owns everything it opens: the socket and
+its receive task. ``close()`` is idempotent, bounds every wait, and always
+ends in DISCONNECTED, whatever state it starts from and whoever calls it
+(a callback of this client included). Nothing is left to garbage collection.
+
+    async with AsyncTranscriptionClient("ws://127.0.0.1:9090") as client:
+        await client.stream_file("speech.wav", realtime=True)
+        segments = await client.finish()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import connect as ws_connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
+
+from earshot import audio, protocol
+from earshot.client.errors import (
+    ClientError,
+    ConnectError,
+    ConnectionLost,
+    ServerBusy,
+    ServerRejected,
+    TranscriptTimeout,
+)
+from earshot.client.reconnect import ReconnectPolicy
+from earshot.client.state import ConnectionState, StateMachine, Transition
+from earshot.client.throttle import Throttle
+from earshot.client.transcript import Transcript
+from earshot.protocol import AudioFormat, ClientConfig, Segment
+
+log = logging.getLogger("earshot.client")
+S = ConnectionState
+_ids = iter(range(1, 1 << 62))  # with uuid4: unique even within one microsecond
+
+
+def new_id() -> str:
+    return f"{uuid.uuid4().hex[:24]}{next(_ids):08x}"
+
+
+class AsyncTranscriptionClient:
+    _registry: ClassVar[weakref.WeakSet[AsyncTranscriptionClient]] = weakref.WeakSet()
+    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        language: str | None = "en",
+        task: str = "transcribe",
+        use_vad: bool = False,
+        audio_format: AudioFormat = AudioFormat.FLOAT32,
+        initial_prompt: str | None = None,
+        api_key: str | None = None,
+        open_timeout: float = 10.0,
+        close_timeout: float = 5.0,
+        min_connect_interval: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
+        reconnect: ReconnectPolicy | None = None,
+        resume: bool = True,
+        on_state: Callable[[Transition], Any] | None = None,
+        on_segments: Callable[[AsyncTranscriptionClient], Any] | None = None,
+    ) -> None:
+        self.url = url
+        self.client_id = new_id()
+        self.session_id: str | None = None  # ours, per connection attempt
+        self.server_session_id: str | None = None  # the server's, from SERVER_READY
+        self.language = language
+        self.language_probability: float | None = None
+        self.malformed_messages = 0
+        self.transcript = Transcript()
+        self._config = dict(language=language, task=task, use_vad=use_vad,
+                            audio_format=audio_format, initial_prompt=initial_prompt)
+        self._headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.open_timeout = open_timeout
+        self.close_timeout = close_timeout
+        self._throttle = Throttle(min_connect_interval, clock)
+        self.reconnect = reconnect
+        self.resume = resume
+        self._on_segments = on_segments
+        self._machine = StateMachine()
+        if on_state is not None:
+            self._machine.add_listener(on_state)
+        self._ws: ClientConnection | None = None
+        self._receiver: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Task[Any] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._final = asyncio.Event()
+        self._failure: ClientError | None = None  # what the server said before closing
+        self._kept: list[np.ndarray] = []  # audio sent since transcript.confirmed_until
+        self._kept_from = 0.0  # stream seconds where self._kept begins
+        self._sent = 0.0  # stream seconds sent so far
+        self._closed = False
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop it connected on
+        with self._registry_lock:
+            self._registry.add(self)
+
+    # -- state --------------------------------------------------------------
+
+    @property
+    def state(self) -> ConnectionState:
+        return self._machine.state
+
+    @property
+    def history(self) -> list[Transition]:
+        return list(self._machine.history)
+
+    def add_state_listener(self, listener: Callable[[Transition], Any]) -> None:
+        self._machine.add_listener(listener)
+
+    async def wait_for_state(self, state: ConnectionState, timeout: float = 10.0) -> None:
+        await self._machine.wait_for(state, timeout)
+
+    @property
+    def partial(self) -> Segment | None:
+        return self.transcript.partial.segment if self.transcript.partial else None
+
+    # -- registry -----------------------------------------------------------
+
+    @classmethod
+    def active_instances(cls) -> list[AsyncTranscriptionClient]:
+        """Clients created and not yet closed."""
+        with cls._registry_lock:
+            return [c for c in cls._registry if not c._closed]
+
+    @classmethod
+    async def close_all(cls, timeout: float = 5.0) -> None:
+        """Close every live client of this event loop, concurrently."""
+        loop = asyncio.get_running_loop()
+        clients = [c for c in cls.active_instances() if c._loop in (None, loop)]
+        await asyncio.gather(*(c.close(timeout) for c in clients), return_exceptions=True)
+
+    # -- connecting ---------------------------------------------------------
+
+    async def __aenter__(self) -> AsyncTranscriptionClient:
+        try:
+            await self.connect()
+        except BaseException:
+            await self.close()
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def connect(self) -> None:
+        """Open a session; with a reconnect policy, retry per the policy."""
+        if self._closed:
+            raise ClientError("this client is closed; make a new one")
+        if self.reconnect is None:
+            await self._connect_once()
+            return
+        async for attempt in self.reconnect.retrying():
+            with attempt:
+                await self._connect_once()
+
+    async def _connect_once(self) -> None:
+        if self.state is not S.DISCONNECTED:
+            raise ClientError(f"connect() in state {self.state.name}; close() first")
+        delay = self._throttle.reserve()
+        if delay > 0:
+            await asyncio.sleep(delay)  # the throttle's minimum interval between attempts
+        self._loop = asyncio.get_running_loop()
+        self.session_id = new_id()
+        self._failure = None
+        self._final = asyncio.Event()
+        self._machine.move(S.CONNECTING, f"session {self.session_id}")
+        self._connecting = asyncio.current_task()
+        try:
+            await self._open()
+        except asyncio.CancelledError:
+            await self._drop("connect cancelled")
+            raise
+        except BaseException:
+            await self._drop("connect failed")
+            raise
+        finally:
+            self._connecting = None
+
+    async def _open(self) -> None:
+        try:
+            ws = await ws_connect(
+                self.url, additional_headers=self._headers, open_timeout=self.open_timeout,
+                close_timeout=self.close_timeout, max_size=None,
+            )
+        except (OSError, InvalidHandshake, TimeoutError) as exc:
+            raise ConnectError(f"cannot connect to {self.url}: {exc}") from exc
+        self._ws = ws
+        self._machine.move(S.CONNECTED, "socket open")
+        self._ready = asyncio.get_running_loop().create_future()
+        self._receiver = asyncio.create_task(
+            self._receive(ws), name=f"earshot-rx-{self.session_id}"
+        )
+        config = ClientConfig(uid=self.session_id or "", **self._config)
+        await ws.send(config.to_json())
+        try:
+            async with asyncio.timeout(self.open_timeout):
+                await asyncio.shield(self._ready)
+        except TimeoutError:
+            raise ConnectError(
+                f"no SERVER_READY within {self.open_timeout:g} s from {self.url}"
+            ) from None
+
+    # -- receiving ----------------------------------------------------------
+
+    async def _receive(self, ws: ClientConnection) -> None:
+        """Handle every server message until the socket closes."""
+        try:
+            async for frame in ws:
+                await self._handle(frame)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._socket_gone(ws)
+
+    async def _handle(self, frame: str | bytes) -> None:
+        try:
+            message = protocol.parse_server_message(frame)
+        except protocol.ProtocolError as exc:
+            self.malformed_messages += 1
+            log.warning("malformed server message ignored: %s", exc)
+            return
+        if message.data.get("uid") not in (None, self.session_id):
+            self.malformed_messages += 1
+            log.warning("message for another uid ignored: %r", message.data.get("uid"))
+            return
+        kind, data = message.kind, message.data
+        if kind == "ready":
+            if self.state is not S.CONNECTED:
+                return  # close() won the race; the session is being torn down
+            self.server_session_id = data.get("session_id")
+            self._machine.move(S.READY, "SERVER_READY")
+            if self._ready is not None and not self._ready.done():
+                self._ready.set_result(None)
+        elif kind == "wait":
+            self._failure = ServerBusy(float(data.get("message") or 0))
+        elif kind == "error":
+            self._failure = ServerRejected(str(data.get("message")))
+        elif kind == "disconnect":
+            self._failure = ConnectionLost("the server ended the session (DISCONNECT)")
+        elif kind == "language":
+            self.language = data.get("language")
+            self.language_probability = data.get("language_prob")
+        elif kind == "segments":
+            try:
+                segments = message.segments
+            except protocol.ProtocolError as exc:
+                self.malformed_messages += 1
+                log.warning("malformed segments ignored: %s", exc)
+                return
+            if self.transcript.apply(segments, time.monotonic(), self.session_id or ""):
+                self._trim_kept()
+                await self._call(self._on_segments)
+        elif kind == "end":
+            self._final.set()
+
+    async def _call(self, callback: Callable[[AsyncTranscriptionClient], Any] | None) -> None:
+        if callback is None:
+            return
+        try:
+            result = callback(self)
+            if inspect.isawaitable(result):
+                await result
+        except Exception:  # a callback's bug must not kill the receive loop
+            log.exception("on_segments callback failed")
+
+    def _socket_gone(self, ws: ClientConnection) -> None:
+        """The receive loop ended: the socket is closed, by either side."""
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(self._ended_error(ws))
+            self._ready.exception()  # retrieved here; connect() re-raises it
+        if self.state in (S.CONNECTED, S.READY):
+            self._machine.move(S.DISCONNECTED, f"closed by server ({ws.close_code})")
+
+    def _ended_error(self, ws: ClientConnection) -> ClientError:
+        if self._failure is not None:
+            if isinstance(self._failure, ServerRejected):
+                self._failure.close_code = ws.close_code
+            return self._failure
+        return ConnectionLost("the server closed the connection", ws.close_code)
+
+    # -- sending ------------------------------------------------------------
+
+    async def send_audio(self, samples: np.ndarray) -> None:
+        """Send 16 kHz mono float32 samples; raises ConnectionLost if the session died."""
+        ws = self._ws
+        if self.state is not S.READY or ws is None:
+            raise self._lost_or(ClientError(f"cannot send audio in state {self.state.name}"))
+        samples = np.asarray(samples, dtype=np.float32)
+        try:
+            await ws.send(protocol.encode_audio(samples, self._config["audio_format"]))
+        except ConnectionClosed:
+            raise self._lost_or(ConnectionLost("connection closed while sending")) from None
+        self._kept.append(samples)
+        self._sent += len(samples) / protocol.SAMPLE_RATE
+
+    def _lost_or(self, default: ClientError) -> ClientError:
+        """Why the session is unusable: what the server said, a close, or ``default``."""
+        ws = self._ws
+        if ws is not None and ws.close_code is not None:
+            return self._ended_error(ws)
+        if self._closed:
+            return ConnectionLost("the client was closed during the session")
+        return default
+
+    async def stream(
+        self, samples: np.ndarray, *, realtime: bool = True, chunk_ms: float = 100.0
+    ) -> None:
+        """Send ``samples`` in chunks (paced at real time, or as fast as possible).
+
+        With a reconnect policy, a lost connection is reopened as a new session
+        and, with ``resume``, the audio not yet covered by a completed segment
+        is sent again before the stream goes on, so the transcript continues.
+        """
+        pieces = audio.chunks(samples, chunk_ms)
+        source = audio.paced(pieces) if realtime else _aiter(pieces)
+        async for piece in source:
+            try:
+                await self.send_audio(piece)
+            except (ConnectionLost, ServerRejected) as exc:
+                if self.reconnect is None or isinstance(exc, ServerRejected):
+                    raise
+                await self._reconnect(exc)
+                await self.send_audio(piece)
+
+    async def stream_file(
+        self, path: str | Path, *, realtime: bool = True, chunk_ms: float = 100.0
+    ) -> None:
+        """Decode any audio file to 16 kHz mono float32 and stream it."""
+        await self.stream(audio.load_audio(path), realtime=realtime, chunk_ms=chunk_ms)
+
+    async def _reconnect(self, cause: ClientError) -> None:
+        log.info("session %s lost (%s); reconnecting", self.session_id, cause)
+        await self._teardown("reconnecting")
+        await self.connect()
+        if self.resume:
+            self.transcript.offset = self._kept_from
+            replay, self._kept = self._kept, []
+            self._sent = self._kept_from
+            for piece in replay:
+                await self.send_audio(piece)
+
+    def _trim_kept(self) -> None:
+        """Forget audio that completed segments already cover."""
+        confirmed = self.transcript.confirmed_until
+        while self._kept:
+            seconds = len(self._kept[0]) / protocol.SAMPLE_RATE
+            if self._kept_from + seconds > confirmed:
+                break
+            self._kept.pop(0)
+            self._kept_from += seconds
+
+    # -- finishing ----------------------------------------------------------
+
+    async def finish(self, timeout: float = 30.0) -> list[Segment]:
+        """Send END_OF_AUDIO, wait for the final transcript, end the session.
+
+        The client stays usable: connect() opens a new session.
+        """
+        ws = self._ws
+        if self.state is not S.READY or ws is None:
+            raise self._lost_or(ClientError(f"finish() in state {self.state.name}"))
+        try:
+            await ws.send(protocol.END_OF_AUDIO)
+        except ConnectionClosed:
+            raise self._lost_or(ConnectionLost("connection closed before END_OF_AUDIO")) from None
+        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._final.wait())]
+        if self._receiver is not None:
+            waiters.append(self._receiver)  # ends if the connection does
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        except TimeoutError:
+            raise TranscriptTimeout(
+                f"no final transcript within {timeout:g} s (state {self.state.name}, "
+                f"{len(self.transcript.completed)} completed segments, "
+                f"partial {self.partial.text if self.partial else None!r})"
+            ) from None
+        finally:
+            waiters[0].cancel()
+        if not self._final.is_set():
+            raise self._lost_or(ConnectionLost("the connection ended before the final transcript"))
+        # The server closes (1000) right after END_OF_TRANSCRIPT; let it, briefly.
+        if self._receiver is not None:
+            await asyncio.wait([self._receiver], timeout=self.close_timeout)
+        await self._teardown("transcript complete")
+        return self.transcript.completed
+
+    # -- closing ------------------------------------------------------------
+
+    async def close(self, timeout: float | None = None) -> None:
+        """Close whatever is open and end DISCONNECTED; idempotent, bounded."""
+        self._closed = True
+        with self._registry_lock:
+            self._registry.discard(self)
+        await self._teardown("closed by client", timeout)
+
+    async def _teardown(self, reason: str, timeout: float | None = None) -> None:
+        timeout = self.close_timeout if timeout is None else timeout
+        current = asyncio.current_task()
+        if self._connecting is not None and self._connecting is not current:
+            self._connecting.cancel()  # its own handler moves to DISCONNECTED
+            await asyncio.wait([self._connecting], timeout=timeout)
+        if self.state in (S.CONNECTING, S.CONNECTED, S.READY):
+            self._machine.move(S.CLOSING, reason)
+        await self._drop(reason, timeout)
+
+    async def _drop(self, reason: str, timeout: float | None = None) -> None:
+        """Close the socket, end the receive task, land in DISCONNECTED."""
+        timeout = self.close_timeout if timeout is None else timeout
+        ws, self._ws = self._ws, None
+        receiver, self._receiver = self._receiver, None
+        if ws is not None:
+            try:
+                async with asyncio.timeout(timeout):
+                    await ws.close()
+            except TimeoutError:
+                ws.transport.abort()  # type: ignore[attr-defined]
+        if receiver is not None and receiver is not asyncio.current_task():
+            done, _ = await asyncio.wait([receiver], timeout=timeout)
+            if not done:
+                receiver.cancel()
+                await asyncio.wait([receiver], timeout=timeout)
+        if self._ready is not None and not self._ready.done():
+            self._ready.cancel()
+        if self.state is not S.DISCONNECTED:
+            if self.state in (S.CONNECTED, S.READY):
+                self._machine.move(S.CLOSING, reason)
+            self._machine.move(S.DISCONNECTED, reason)
+
+
+async def _aiter(items: Any) -> Any:
+    for item in items:
+        yield item

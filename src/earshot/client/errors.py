@@ -1,0 +1,46 @@
+"""What can go wrong, as types a caller can catch one by one."""
+
+from __future__ import annotations
+
+
+class ClientError(Exception):
+    """Base of every error the client raises on purpose."""
+
+
+class ConnectError(ClientError):
+    """The connection could not be opened (refused, handshake failed, timed out)."""
+
+
+class ServerBusy(ClientError):
+    """The server answered WAIT: it is full. ``wait_minutes`` is its estimate."""
+
+    def __init__(self, wait_minutes: float) -> None:
+        super().__init__(f"server is full; a slot frees in about {wait_minutes:g} minutes")
+        self.wait_minutes = wait_minutes
+
+
+class ServerRejected(ClientError):
+    """The server answered ERROR; ``message`` is its text, ``close_code`` how it closed."""
+
+    def __init__(self, message: str, close_code: int | None = None) -> None:
+        suffix = f" (close {close_code})" if close_code else ""
+        super().__init__(f"server error: {message}{suffix}")
+        self.message = message
+        self.close_code = close_code
+
+
+class ConnectionLost(ClientError):
+    """The session ended before its transcript was final (server gone, DISCONNECT)."""
+
+    def __init__(self, reason: str, close_code: int | None = None) -> None:
+        super().__init__(reason + (f" (close {close_code})" if close_code else ""))
+        self.reason = reason
+        self.close_code = close_code
+
+
+class TranscriptTimeout(ClientError, TimeoutError):
+    """The final transcript did not arrive in time; the text says what was seen."""
+
+
+class ThreadLeak(ClientError):
+    """The synchronous client's event-loop thread would not stop in time."""

@@ -1,0 +1,96 @@
+"""Client parts without a server: the transition table, throttle, transcript, ids."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+
+from earshot.client.core import new_id
+from earshot.client.state import (
+    TRANSITIONS,
+    ConnectionState,
+    IllegalTransition,
+    StateMachine,
+)
+from earshot.client.throttle import Throttle
+from earshot.client.transcript import Transcript
+from earshot.protocol import Segment
+
+S = ConnectionState
+LEGAL = {
+    (S.DISCONNECTED, S.CONNECTING),
+    (S.CONNECTING, S.CONNECTED), (S.CONNECTING, S.DISCONNECTED), (S.CONNECTING, S.CLOSING),
+    (S.CONNECTED, S.READY), (S.CONNECTED, S.CLOSING), (S.CONNECTED, S.DISCONNECTED),
+    (S.READY, S.CLOSING), (S.READY, S.DISCONNECTED),
+    (S.CLOSING, S.DISCONNECTED),
+}
+
+
+def test_the_table_is_exactly_the_designed_one() -> None:
+    table = {(old, new) for old, news in TRANSITIONS.items() for new in news}
+    assert table == LEGAL
+
+
+@pytest.mark.parametrize(("old", "new"), list(itertools.product(S, S)))
+async def test_every_transition_is_allowed_or_raises(old, new) -> None:
+    machine = StateMachine()
+    machine.state = old  # set up the starting state directly
+    if (old, new) in LEGAL:
+        transition = machine.move(new, "test")
+        assert (transition.old, transition.new, machine.state) == (old, new, new)
+        assert machine.history[-1] is transition and transition.at > 0
+    else:
+        with pytest.raises(IllegalTransition, match=f"{old.name} -> {new.name}"):
+            machine.move(new, "test")
+        assert machine.state is old and machine.history == []
+
+
+async def test_listeners_see_every_transition_and_waiters_wake() -> None:
+    machine = StateMachine()
+    seen = []
+    machine.add_listener(lambda t: seen.append((t.old, t.new)))
+    machine.add_listener(lambda t: 1 / 0)  # a broken listener does not stop the others
+    machine.move(S.CONNECTING)
+    machine.move(S.CONNECTED)
+    assert seen == [(S.DISCONNECTED, S.CONNECTING), (S.CONNECTING, S.CONNECTED)]
+    await machine.wait_for(S.CONNECTED, timeout=1)  # already there
+    with pytest.raises(TimeoutError, match=r"READY not reached within 0\.05 s; still CONNECTED"):
+        await machine.wait_for(S.READY, timeout=0.05)
+
+
+def test_throttle_spaces_attempts_on_an_injected_clock() -> None:
+    now = [100.0]
+    throttle = Throttle(min_interval=2.0, clock=lambda: now[0])
+    assert throttle.reserve() == 0.0
+    assert throttle.reserve() == 2.0  # booked right away: wait 2 s
+    assert throttle.reserve() == 4.0  # the next slot after that
+    now[0] = 110.0
+    assert throttle.reserve() == 0.0  # long enough since the last one
+    now[0] = 111.5
+    assert throttle.reserve() == pytest.approx(0.5)
+
+
+def test_zero_interval_never_waits() -> None:
+    throttle = Throttle()
+    assert [throttle.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
+    with pytest.raises(ValueError):
+        Throttle(-1)
+
+
+def test_ids_are_unique_even_in_a_tight_loop() -> None:
+    ids = [new_id() for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+
+
+def test_transcript_accumulates_across_updates_and_sessions() -> None:
+    t = Transcript()
+    assert t.apply([Segment(0, 1, "a", True), Segment(1, 2, "b")], 1.0, "s1")
+    assert not t.apply([Segment(0, 1, "a", True), Segment(1, 2, "b")], 2.0, "s1")
+    assert t.apply([Segment(0, 1, "a", True), Segment(1, 2, "bc", True)], 3.0, "s1")
+    assert t.partial is None and t.text == "a bc" and t.confirmed_until == 2.0
+    assert [r.received_at for r in t.received] == [1.0, 3.0]
+    t.offset = 2.0  # a new session whose audio starts at stream time 2 s
+    t.apply([Segment(0, 1.5, "d", True)], 4.0, "s2")
+    assert [(s.start, s.end, s.text) for s in t.completed][-1] == (2.0, 3.5, "d")
+    assert t.received[-1].session_id == "s2"
