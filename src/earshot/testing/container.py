@@ -23,11 +23,11 @@ from typing import Any
 
 import docker
 from docker.errors import NotFound
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
 from earshot.testing.image import LABEL, ensure_image
+from earshot.testing.waiting import WaitTimeout, eventually
 
 PORT = 9090
 
@@ -36,8 +36,8 @@ class ContainerNotReady(RuntimeError):
     """The server in the container did not become ready; the text says what was seen."""
 
 
-class _NotYet(Exception):
-    pass
+class PortNotPublished(RuntimeError):
+    """The server port has no host binding (yet)."""
 
 
 def _ryuk_available() -> bool:
@@ -139,10 +139,8 @@ class WhisperLiveContainer(DockerContainer):
 
     def wait_ready(self) -> None:
         """Poll /readyz until 200, under a deadline; fail with state and logs."""
-        last = "nothing yet"
 
-        def poll() -> None:
-            nonlocal last
+        def probe() -> str:
             container = self._require()
             container.reload()
             state = container.attrs["State"]
@@ -150,26 +148,16 @@ class WhisperLiveContainer(DockerContainer):
                 raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
             try:
                 code, body = self.get("/readyz")
-                last = f"/readyz {code} {body[:60]!r}"
-            except (OSError, _NotYet) as exc:
-                last = f"no answer ({exc})"
-                raise _NotYet(last) from None
-            if code != 200:
-                raise _NotYet(last)
+            except (OSError, PortNotPublished) as exc:
+                return f"no answer ({exc})"
+            return f"/readyz {code} {body[:40]!r}"
 
         try:
-            for attempt in Retrying(
-                stop=stop_after_delay(self.startup_timeout),
-                wait=wait_exponential(multiplier=0.02, max=0.5),
-                retry=retry_if_exception_type(_NotYet),
-                reraise=True,
-            ):
-                with attempt:
-                    poll()
-        except _NotYet:
-            raise ContainerNotReady(
-                self._report(f"not ready after {self.startup_timeout:g} s; last: {last}")
-            ) from None
+            eventually(probe, lambda seen: seen.startswith("/readyz 200"),
+                       timeout=self.startup_timeout, max_interval=0.5,
+                       description="the container's /readyz to answer 200")
+        except WaitTimeout as exc:
+            raise ContainerNotReady(self._report(str(exc))) from None
 
     def _report(self, what: str) -> str:
         container = self._require()
@@ -191,7 +179,7 @@ class WhisperLiveContainer(DockerContainer):
         for binding in bindings:
             if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
                 return int(binding["HostPort"])
-        raise _NotYet(f"port {PORT} is not published (yet)")
+        raise PortNotPublished(f"port {PORT} is not published (yet)")
 
     @property
     def ws_url(self) -> str:

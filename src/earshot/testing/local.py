@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
+from earshot.testing.waiting import WaitTimeout, eventually
 
 _LISTENING = re.compile(r"listening\W.*?ws://[^:\s\"]+:(\d+)")
 
@@ -29,8 +29,8 @@ class ServerStartError(RuntimeError):
     """The server process did not become ready; the text holds its log tail."""
 
 
-class NotYet(Exception):
-    """A poll that should be retried."""
+class ServerUnreachable(ConnectionError):
+    """Nothing answers on the server's port (not started yet, or gone)."""
 
 
 class LocalServer:
@@ -69,7 +69,7 @@ class LocalServer:
         return self
 
     def _wait_ready(self) -> None:
-        def poll() -> None:
+        def probe() -> str:
             assert self.process is not None
             if self.process.poll() is not None:
                 raise ServerStartError(
@@ -79,25 +79,18 @@ class LocalServer:
             if self.port is None:
                 match = _LISTENING.search(self.log_path.read_text(errors="replace"))
                 if not match:
-                    raise NotYet("no 'listening' line in the log yet")
+                    return "no 'listening' line in the log yet"
                 self.port = int(match.group(1))
-            if self.get("/readyz")[0] != 200:
-                raise NotYet("/readyz is not 200 yet")
+            try:
+                return f"/readyz {self.get('/readyz')[0]}"
+            except ServerUnreachable as exc:
+                return str(exc)
 
         try:
-            for attempt in Retrying(
-                stop=stop_after_delay(self.startup_timeout),
-                wait=wait_exponential(multiplier=0.02, max=0.5),
-                retry=retry_if_exception_type(NotYet),
-                reraise=True,
-            ):
-                with attempt:
-                    poll()
-        except NotYet as exc:
-            raise ServerStartError(
-                f"server not ready after {self.startup_timeout:g} s ({exc}); "
-                f"log:\n{self.log_tail()}"
-            ) from None
+            eventually(probe, lambda seen: seen == "/readyz 200", timeout=self.startup_timeout,
+                       description="the server's /readyz to answer 200", max_interval=0.5)
+        except WaitTimeout as exc:
+            raise ServerStartError(f"{exc}; log:\n{self.log_tail()}") from None
 
     @property
     def log_path(self) -> Path:
@@ -161,7 +154,7 @@ class LocalServer:
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
         except (urllib.error.URLError, ConnectionError) as exc:
-            raise NotYet(f"GET {path} failed: {exc}") from exc
+            raise ServerUnreachable(f"GET {path} failed: {exc}") from exc
 
     def status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         code, body = self.get("/status", headers)
