@@ -342,6 +342,8 @@ async def test_malformed_server_messages_are_counted_not_fatal() -> None:
         uid = json.loads(await ws.recv())["uid"]
         await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "x"}))
         for junk in ["not json", "[1]", json.dumps({"uid": uid, "segments": 5}),
+                     json.dumps({"uid": uid, "segments": [{"start": "x"}]}),
+                     json.dumps({"uid": uid, "status": "WAIT", "message": "soon"}),
                      json.dumps({"uid": "someone-else", "segments": []})]:
             await ws.send(junk)
         await ws.recv()  # END_OF_AUDIO
@@ -355,7 +357,7 @@ async def test_malformed_server_messages_are_counted_not_fatal() -> None:
         async with AsyncTranscriptionClient(url) as client:
             segments = await client.finish(timeout=5)
     assert [s.text for s in segments] == ["hi"]
-    assert client.malformed_messages == 4
+    assert client.malformed_messages == 6
 
 
 # -- command line ---------------------------------------------------------------------

@@ -223,19 +223,18 @@ class AsyncTranscriptionClient:
         """Handle every server message until the socket closes."""
         try:
             async for frame in ws:
-                await self._handle(frame)
+                try:
+                    await self._handle(frame)
+                except (protocol.ProtocolError, ValueError, TypeError, KeyError) as exc:
+                    self.malformed_messages += 1
+                    log.warning("malformed server message ignored: %s", exc)
         except ConnectionClosed:
             pass
         finally:
             self._socket_gone(ws)
 
     async def _handle(self, frame: str | bytes) -> None:
-        try:
-            message = protocol.parse_server_message(frame)
-        except protocol.ProtocolError as exc:
-            self.malformed_messages += 1
-            log.warning("malformed server message ignored: %s", exc)
-            return
+        message = protocol.parse_server_message(frame)
         if message.data.get("uid") not in (None, self.session_id):
             self.malformed_messages += 1
             log.warning("message for another uid ignored: %r", message.data.get("uid"))
@@ -258,12 +257,7 @@ class AsyncTranscriptionClient:
             self.language = data.get("language")
             self.language_probability = data.get("language_prob")
         elif kind == "segments":
-            try:
-                segments = message.segments
-            except protocol.ProtocolError as exc:
-                self.malformed_messages += 1
-                log.warning("malformed segments ignored: %s", exc)
-                return
+            segments = message.segments
             if self.transcript.apply(segments, time.monotonic(), self.session_id or ""):
                 self._trim_kept()
                 await self._call(self._on_segments)
@@ -371,7 +365,9 @@ class AsyncTranscriptionClient:
     async def finish(self, timeout: float = 30.0) -> list[Segment]:
         """Send END_OF_AUDIO, wait for the final transcript, end the session.
 
-        The client stays usable: connect() opens a new session.
+        The client stays usable: connect() opens a new session. A session
+        lost while waiting raises ConnectionLost (its transcript so far stays
+        in ``transcript``).
         """
         ws = self._ws
         if self.state is not S.READY or ws is None:
