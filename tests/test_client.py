@@ -142,7 +142,7 @@ async def test_close_mid_stream(idle_server, jfk) -> None:
     client = AsyncTranscriptionClient(idle_server.ws_url)
     await client.connect()
     streaming = asyncio.create_task(client.stream(jfk, realtime=True))
-    await eventually_async(_value(lambda: client.partial), description="a partial segment",
+    await eventually_async(lambda: client.partial, description="a partial segment",
                            timeout=10)
     await client.close()
     assert client.state is S.DISCONNECTED
@@ -258,7 +258,7 @@ async def test_reconnects_after_the_server_is_killed_and_restarted(manifest, jfk
         await client.connect()
         first_session = client.session_id
         streaming = asyncio.create_task(client.stream(jfk, realtime=True))
-        await eventually_async(_value(lambda: client.transcript.completed), timeout=15,
+        await eventually_async(lambda: client.transcript.completed, timeout=15,
                                description="a completed segment before the kill")
         await asyncio.to_thread(srv.kill)
         await asyncio.to_thread(srv.start)  # same port
@@ -307,7 +307,7 @@ async def test_wait_is_retried_per_policy_until_a_slot_frees(one_slot) -> None:
         await first.connect()
         connecting = asyncio.create_task(second.connect())
         await eventually_async(
-            _value(lambda: sum(t.new is S.CONNECTING for t in second.history)),
+            lambda: sum(t.new is S.CONNECTING for t in second.history),
             lambda n: n >= 2, description="a refused attempt and a retry",
         )
         await first.close()
@@ -380,10 +380,3 @@ def test_cli_fails_with_one_line(server) -> None:
     )
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1 and result.stderr.startswith("earshot: ")
-
-
-def _value(read):
-    async def probe():
-        return read()
-
-    return probe

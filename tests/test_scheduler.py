@@ -89,7 +89,7 @@ async def test_urgent_work_jumps_the_queue_and_may_overlap_its_own_pass() -> Non
         slow = FakeSession("slow", 2, log, scheduler, gate)
         other = FakeSession("other", 1, log, scheduler)
         scheduler.submit(slow)  # its first pass blocks on the gate
-        await eventually_async(_value(lambda: scheduler.busy), lambda n: n == 1,
+        await eventually_async(lambda: scheduler.busy, lambda n: n == 1,
                                description="the gated pass to be running")
         scheduler.submit(slow)  # not urgent: ignored while its pass runs
         assert scheduler.queued == 0
@@ -97,20 +97,11 @@ async def test_urgent_work_jumps_the_queue_and_may_overlap_its_own_pass() -> Non
         scheduler.submit(other)
         scheduler.submit(slow, urgent=True)
         # The urgent pass jumps ahead of "other" and runs beside the gated one.
-        await eventually_async(_value(lambda: list(log)), bool, description="a finished pass")
+        await eventually_async(lambda: list(log), bool, description="a finished pass")
         gate.set()
-        await eventually_async(_value(lambda: len(log)), lambda n: n == 3,
+        await eventually_async(lambda: len(log), lambda n: n == 3,
                                description="all three passes")
     finally:
         gate.set()
         await scheduler.close()
     assert log[0] == "slow" and sorted(log) == ["other", "slow", "slow"]
-
-
-def _value(read):
-    """An async probe returning ``read()``."""
-
-    async def probe():
-        return read()
-
-    return probe

@@ -8,12 +8,14 @@ long, how many polls it took, and the last value seen.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, TypeVar
 
 from tenacity import (
     AsyncRetrying,
+    RetryCallState,
     RetryError,
     Retrying,
     retry_if_exception_type,
@@ -35,9 +37,16 @@ class _NotYet(Exception):
 
 
 def _policy(timeout: float, max_interval: float) -> dict[str, Any]:
+    backoff = wait_exponential(multiplier=0.01, max=max_interval)
+
+    def wait(state: RetryCallState) -> float:
+        # Never sleep past the deadline: the last poll happens right at it.
+        remaining = timeout - (state.seconds_since_start or 0.0)
+        return max(0.0, min(backoff(state), remaining))
+
     return {
         "stop": stop_after_delay(timeout),
-        "wait": wait_exponential(multiplier=0.01, max=max_interval),
+        "wait": wait,
         "retry": retry_if_exception_type((_NotYet, AssertionError)),
     }
 
@@ -82,21 +91,25 @@ def eventually(
 
 
 async def eventually_async(
-    probe: Callable[[], Awaitable[T]],
+    probe: Callable[[], Awaitable[T] | T],
     predicate: Callable[[T], bool] = bool,
     *,
     timeout: float = 10.0,
     description: str = "a condition",
     max_interval: float = 0.25,
 ) -> T:
-    """``eventually`` for an async probe, without blocking the event loop."""
+    """``eventually`` inside an event loop: polls without blocking it.
+
+    ``probe`` may be a coroutine function or a plain function.
+    """
     started, polls, last = time.monotonic(), 0, None
     try:
         async for attempt in AsyncRetrying(**_policy(timeout, max_interval), sleep=asyncio.sleep):
             with attempt:
                 polls += 1
                 try:
-                    last = await probe()
+                    value = probe()
+                    last = await value if inspect.isawaitable(value) else value
                 except AssertionError as exc:
                     last = exc
                     raise

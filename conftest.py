@@ -1,0 +1,3 @@
+"""Root conftest: earshot's fixture plugins, loaded from the repository."""
+
+pytest_plugins = ["fixtures.proxy"]
