@@ -1,3 +1,3 @@
 """Root conftest: earshot's fixture plugins, loaded from the repository."""
 
-pytest_plugins = ["fixtures.proxy"]
+pytest_plugins = ["fixtures.clients", "fixtures.leaks", "fixtures.proxy", "pytester"]

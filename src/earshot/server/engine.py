@@ -23,7 +23,7 @@ from faster_whisper import WhisperModel
 from faster_whisper.audio import pad_or_trim
 from faster_whisper.tokenizer import Tokenizer
 from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_tokens
-from faster_whisper.vad import VadOptions, get_speech_timestamps
+from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
 from earshot.protocol import SAMPLE_RATE
 
@@ -192,6 +192,7 @@ class Transcriber:
             cpu_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
         self.cpu_threads = cpu_threads
         self._model = self._load(self.model_name, workers)
+        get_vad_model()  # load Silero VAD now (cached), not during a client's first pass
         self._tokenizers: dict[tuple[str, str], Tokenizer] = {}
         self._lock = threading.Lock()
 

@@ -1,0 +1,136 @@
+"""Prove that a test released what it took: snapshot before, compare after.
+
+A snapshot holds the process's live threads, open file descriptors, child
+processes and asyncio tasks, plus (when given) the earshot-labelled
+containers and the sessions a server lists in /status. ``check()`` waits,
+with a deadline, for a later snapshot to hold nothing the first did not
+(closing is often asynchronous), then names each leftover: a thread with its
+stack, a descriptor with its target, a task with its coroutine, a child with
+its command line, a container by id, a session by uid and id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import threading
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from earshot.testing.waiting import WaitTimeout, eventually, eventually_async
+
+
+class LeakError(AssertionError):
+    """Something the test took is still held; the text names each thing."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    threads: frozenset[int] = frozenset()  # idents
+    fds: frozenset[int] = frozenset()
+    children: frozenset[int] = frozenset()  # pids
+    tasks: frozenset[int] = frozenset()  # id() of asyncio tasks
+    containers: frozenset[str] = frozenset()
+    sessions: frozenset[str] = frozenset()  # "uid/session_id"
+    details: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
+
+    def minus(self, baseline: Snapshot) -> list[str]:
+        """What this snapshot holds that ``baseline`` did not, described."""
+        found = []
+        for kind in ("threads", "fds", "children", "tasks", "containers", "sessions"):
+            for item in sorted(getattr(self, kind) - getattr(baseline, kind), key=str):
+                found.append(self.details.get(f"{kind}:{item}", f"{kind} {item}"))
+        return found
+
+
+Source = Callable[[], dict[str, str]]  # extra resources: key -> description
+
+
+def take(
+    *,
+    loop: asyncio.AbstractEventLoop | None = None,
+    containers: Callable[[], list[str]] | None = None,
+    sessions: Callable[[], list[dict[str, Any]]] | None = None,
+) -> Snapshot:
+    details: dict[str, str] = {}
+    frames = sys._current_frames()
+    threads = set()
+    for thread in threading.enumerate():
+        if thread.ident is None or thread is threading.main_thread():
+            continue
+        threads.add(thread.ident)
+        frame = frames.get(thread.ident)
+        stack = "".join(traceback.format_stack(frame)) if frame is not None else ""
+        details[f"threads:{thread.ident}"] = f"thread {thread.name!r}:\n{stack}"
+    fds = set()
+    for entry in Path("/proc/self/fd").iterdir():
+        fd = int(entry.name)
+        try:
+            target = os.readlink(entry)
+        except OSError:
+            continue  # the listing's own descriptor, closed already
+        fds.add(fd)
+        details[f"fds:{fd}"] = f"file descriptor {fd} -> {target}"
+    children = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            command = " ".join(child.cmdline())
+            details[f"children:{child.pid}"] = f"child process {child.pid}: {command}"
+            children.add(child.pid)
+        except psutil.Error:
+            continue  # gone already
+    tasks = set()
+    if loop is not None:
+        current = asyncio.current_task(loop) if loop.is_running() else None
+        for task in asyncio.all_tasks(loop):
+            if task is current or task.done():
+                continue
+            tasks.add(id(task))
+            details[f"tasks:{id(task)}"] = f"asyncio task {task.get_name()}: {task.get_coro()!r}"
+    labelled = set(containers() if containers else [])
+    for cid in labelled:
+        details[f"containers:{cid}"] = f"earshot container {cid[:12]}"
+    listed = set()
+    for session in sessions() if sessions else []:
+        key = f"{session['uid']}/{session['session_id']}"
+        listed.add(key)
+        details[f"sessions:{key}"] = (
+            f"server session uid={session['uid']} id={session['session_id']} "
+            f"({session.get('audio_seconds', '?')} s of audio)"
+        )
+    return Snapshot(frozenset(threads), frozenset(fds), frozenset(children), frozenset(tasks),
+                    frozenset(labelled), frozenset(listed), details)
+
+
+DESCRIPTION = "every resource the test took to be released"
+
+
+def _error(timeout: float, leftovers: list[str]) -> LeakError:
+    return LeakError(f"still held {timeout:g} s after the test:\n" + "\n".join(leftovers))
+
+
+def check(baseline: Snapshot, again: Callable[[], Snapshot], timeout: float = 5.0) -> None:
+    """Wait until nothing is held beyond ``baseline``; else raise LeakError naming it."""
+    try:
+        eventually(lambda: again().minus(baseline), lambda found: not found,
+                   timeout=timeout, description=DESCRIPTION)
+    except WaitTimeout:
+        if leftovers := again().minus(baseline):  # released at the very last moment: fine
+            raise _error(timeout, leftovers) from None
+
+
+async def check_async(baseline: Snapshot, again: Callable[[], Snapshot],
+                      timeout: float = 5.0) -> None:
+    """``check`` from inside an event loop (polls without blocking it)."""
+    try:
+        await eventually_async(lambda: again().minus(baseline), lambda found: not found,
+                               timeout=timeout, description=DESCRIPTION)
+    except WaitTimeout:
+        if leftovers := again().minus(baseline):
+            raise _error(timeout, leftovers) from None

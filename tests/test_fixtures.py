@@ -1,0 +1,174 @@
+"""The fixture plugins judged by pytester: each must fail the test it should fail.
+
+Each inner session runs in a subprocess (runpytest_subprocess) with the
+repository's root conftest, so it gets exactly the plugins a real suite gets.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def suite(pytester: pytest.Pytester):
+    """A pytester with earshot's root conftest and fixture plugins."""
+    for name in ("conftest.py", "pyproject.toml"):  # the suite's own plugins and settings
+        shutil.copy(ROOT / name, pytester.path / name)
+    shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
+    return pytester
+
+
+def run(suite: pytest.Pytester, source: str) -> pytest.RunResult:
+    suite.makepyfile(test_inner=source)
+    return suite.runpytest_subprocess("test_inner.py", "-p", "no:randomly",
+                                      "-p", "no:cacheprovider")
+
+
+def test_a_clean_test_passes(suite) -> None:
+    result = run(suite, "def test_clean():\n    assert [1] == [1]\n")
+    result.assert_outcomes(passed=1)
+
+
+def test_a_leaked_thread_fails_and_is_named(suite) -> None:
+    result = run(suite, """
+import threading
+stop = threading.Event()
+
+def test_leaks_a_thread():
+    threading.Thread(target=stop.wait, name="forgotten-worker", daemon=True).start()
+""")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*still held*", "*thread 'forgotten-worker'*"])
+
+
+def test_a_leaked_file_descriptor_fails_and_is_named(suite) -> None:
+    result = run(suite, """
+kept = []
+
+def test_leaks_a_file(tmp_path):
+    kept.append(open(tmp_path / "held-open.txt", "w"))
+""")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*file descriptor * -> *held-open.txt*"])
+
+
+def test_a_leaked_task_fails_and_is_named(suite) -> None:
+    result = run(suite, """
+import asyncio
+kept = []  # a manager that holds its tasks, as the seeds' did
+
+async def forever():
+    await asyncio.Event().wait()
+
+async def test_leaks_a_task():
+    kept.append(asyncio.create_task(forever(), name="orphan"))
+""")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*asyncio task orphan*forever*"])
+
+
+def test_a_leaked_child_process_fails_and_is_named(suite) -> None:
+    result = run(suite, """
+import subprocess, sys
+kept = []
+
+def test_leaks_a_child():
+    kept.append(subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]))
+""")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*child process *time.sleep(60)*"])
+
+
+def test_a_leaked_server_session_fails_and_is_named(suite) -> None:
+    result = run(suite, """
+import json, socket
+import pytest
+from websockets.sync.client import connect
+from earshot.testing.local import LocalServer
+from earshot.testing.waiting import wait_for_sessions
+
+kept = []
+
+@pytest.fixture(scope="session")
+def server():
+    with LocalServer() as srv:
+        yield srv
+
+def test_leaves_a_session_open(server):
+    ws = connect(server.ws_url)
+    ws.send(json.dumps({"uid": "left-open"}))
+    ws.recv()
+    kept.append(ws)
+    wait_for_sessions(server, 1)
+
+@pytest.mark.leaks_allowed("closes what the first test left")
+def test_cleanup():
+    kept.pop().close()
+""")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*server session uid=left-open*"])
+
+
+def test_the_opt_out_marker(suite) -> None:
+    result = run(suite, """
+import threading
+import pytest
+stop = threading.Event()
+
+@pytest.mark.leaks_allowed("a daemon on purpose")
+def test_allowed():
+    threading.Thread(target=stop.wait, daemon=True).start()
+""")
+    result.assert_outcomes(passed=1)
+
+
+def test_client_factory_fails_a_client_that_cannot_disconnect(suite) -> None:
+    result = run(suite, """
+async def test_sabotaged(client_factory):
+    client = client_factory("ws://127.0.0.1:9")
+
+    async def no_op(*args, **kwargs):
+        return None
+
+    client.close = no_op  # a close that does nothing cannot land in DISCONNECTED
+    client._machine.state = client._machine.state.READY
+""")
+    result.assert_outcomes(passed=1, errors=1)
+    result.stdout.fnmatch_lines(["*client * ended READY, not DISCONNECTED*"])
+
+
+def test_client_factory_closes_what_a_failed_test_left_open(suite) -> None:
+    result = run(suite, """
+import pytest
+from earshot.testing.local import LocalServer
+
+@pytest.fixture(scope="session")
+def server():
+    with LocalServer() as srv:
+        yield srv
+
+async def test_fails_while_connected(server, client_factory):
+    client = client_factory()
+    await client.connect()
+    assert False, "the test fails with its client connected"
+""")
+    result.assert_outcomes(failed=1)  # the failure is the test's own; no leak, no teardown error
+
+
+def test_a_hanging_test_is_stopped_with_every_stack(suite) -> None:
+    result = run(suite, """
+import threading, time
+import pytest
+
+@pytest.mark.timeout(1)
+def test_hangs():
+    threading.Event().wait()
+""")
+    # pytest-timeout's thread method dumps every stack, then ends the process.
+    assert result.ret != 0
+    result.stdout.fnmatch_lines(["*Timeout*", "*Stack of MainThread*", "*test_hangs*"])
