@@ -42,7 +42,7 @@ integration-gpu: setup
 	    exit 0; \
 	fi; \
 	scripts/ensure-docker.sh && $(IMAGE_TAG) --variant cuda && \
-	EARSHOT_CONTAINER_VARIANT=cuda $(PY) -m pytest integration -v
+	$(PY) -m pytest integration -v --earshot-device cuda
 
 lint: setup
 	$(PY) -m ruff check .

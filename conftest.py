@@ -1,3 +1,9 @@
 """Root conftest: earshot's fixture plugins, loaded from the repository."""
 
-pytest_plugins = ["fixtures.clients", "fixtures.leaks", "fixtures.proxy", "pytester"]
+pytest_plugins = [
+    "fixtures.clients",
+    "fixtures.leaks",
+    "fixtures.proxy",
+    "fixtures.server",
+    "pytester",
+]

@@ -1,12 +1,13 @@
-"""The real-server suite against the server image, started by Testcontainers.
+"""The real-server suite: by default against the server image under Testcontainers.
 
-EARSHOT_CONTAINER_VARIANT=cuda runs it against the CUDA image with the GPU
-(``make integration-gpu``); the default is the CPU image.
+``--earshot-target local|url`` runs it against a local process or a deployment
+instead (tests that need their own container then skip, saying why);
+``--earshot-device cuda`` uses the CUDA image with the GPU (``make
+integration-gpu``).
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
@@ -14,38 +15,39 @@ import pytest
 from earshot.testing.container import WhisperLiveContainer, labelled_containers, remove_labelled
 from earshot.testing.image import ensure_image
 
-VARIANT = os.environ.get("EARSHOT_CONTAINER_VARIANT", "cpu")
-GPU = VARIANT == "cuda"
 IMAGE = pytest.StashKey[str]()
+
+
+def _gpu(config: pytest.Config) -> bool:
+    return config.getoption("earshot_device") == "cuda"
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
     """Build (or reuse) the image before any test, outside every test's timeout."""
-    session.config.stash[IMAGE] = ensure_image(VARIANT)
+    if session.config.getoption("earshot_target") == "container":
+        session.config.stash[IMAGE] = ensure_image("cuda" if _gpu(session.config) else "cpu")
 
 
 @pytest.fixture(scope="session")
 def server_image(pytestconfig: pytest.Config) -> str:
+    if IMAGE not in pytestconfig.stash:
+        pytest.skip("container tests need --earshot-target container")
     return pytestconfig.stash[IMAGE]
 
 
 @pytest.fixture(scope="session")
-def device() -> str:
-    """The device the containers' server should report."""
-    return "cuda" if GPU else "cpu"
-
-
-@pytest.fixture(scope="session")
-def container(server_image: str) -> Iterator[WhisperLiveContainer]:
-    """One server container for the tests that do not stop or restart it."""
-    with WhisperLiveContainer(server_image, max_clients=8, gpu=GPU) as server:
-        yield server
+def device(pytestconfig: pytest.Config) -> str | None:
+    """The device the server should report (None: a deployment's, unknown)."""
+    if pytestconfig.getoption("earshot_target") == "url":
+        return pytestconfig.getoption("earshot_device")
+    return "cuda" if _gpu(pytestconfig) else "cpu"
 
 
 @pytest.fixture
-def own_container(server_image: str) -> Iterator[WhisperLiveContainer]:
+def own_container(pytestconfig: pytest.Config,
+                  server_image: str) -> Iterator[WhisperLiveContainer]:
     """A container of the test's own, for fault tests (stop, restart, kill)."""
-    with WhisperLiveContainer(server_image, gpu=GPU) as server:
+    with WhisperLiveContainer(server_image, gpu=_gpu(pytestconfig)) as server:
         yield server
 
 

@@ -16,10 +16,12 @@ calls on exit. Every container carries the ``org.earshot.managed`` label, so
 
 from __future__ import annotations
 
+import functools
 import json
 import urllib.error
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import docker
 from docker.errors import NotFound
@@ -30,6 +32,7 @@ from earshot.testing.image import LABEL, ensure_image
 from earshot.testing.waiting import WaitTimeout, eventually
 
 PORT = 9090
+F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ContainerNotReady(RuntimeError):
@@ -52,7 +55,28 @@ def _ryuk_available() -> bool:
         client.close()
 
 
+def _releasing(method: F) -> F:
+    """Close the Docker API's pooled connections after the call.
+
+    The pool's sockets would otherwise stay open between calls, and a test's
+    leak guard would rightly count them as descriptors the test took.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self: WhisperLiveContainer, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        finally:
+            if self._container is not None:
+                self._container.client.api.close()
+
+    return wrapper  # type: ignore[return-value]
+
+
 class WhisperLiveContainer(DockerContainer):
+    controllable = True
+    host = "127.0.0.1"  # the port is published on loopback only
+
     def __init__(
         self,
         image: str | None = None,
@@ -94,6 +118,7 @@ class WhisperLiveContainer(DockerContainer):
 
     # -- lifecycle ---------------------------------------------------------
 
+    @_releasing
     def start(self) -> WhisperLiveContainer:
         """Create and start the container, or start it again after stop()."""
         if self._container is None:
@@ -103,22 +128,27 @@ class WhisperLiveContainer(DockerContainer):
         self.wait_ready()
         return self
 
+    @_releasing
     def stop(self, timeout: float = 10.0) -> int:  # type: ignore[override]
         """SIGTERM (the server drains), wait; returns the exit code. Not removed."""
         container = self._require()
         container.stop(timeout=int(timeout))
         return int(container.wait(timeout=timeout + 5)["StatusCode"])
 
+    @_releasing
     def restart(self, timeout: float = 10.0) -> None:
         self._require().restart(timeout=int(timeout))
         self.wait_ready()
 
+    @_releasing
     def pause(self) -> None:
         self._require().pause()
 
+    @_releasing
     def unpause(self) -> None:
         self._require().unpause()
 
+    @_releasing
     def kill(self, signal: str = "SIGKILL") -> None:
         self._require().kill(signal=signal)
 
@@ -137,6 +167,7 @@ class WhisperLiveContainer(DockerContainer):
 
     # -- readiness ---------------------------------------------------------
 
+    @_releasing
     def wait_ready(self) -> None:
         """Poll /readyz until 200, under a deadline; fail with state and logs."""
 
@@ -172,6 +203,7 @@ class WhisperLiveContainer(DockerContainer):
     # -- access ------------------------------------------------------------
 
     @property
+    @_releasing
     def port(self) -> int:
         container = self._require()
         container.reload()
@@ -208,12 +240,14 @@ class WhisperLiveContainer(DockerContainer):
             raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
         return json.loads(body)
 
+    @_releasing
     def exit_code(self) -> int | None:
         container = self._require()
         container.reload()
         state = container.attrs["State"]
         return None if state["Running"] else int(state["ExitCode"])
 
+    @_releasing
     def log_text(self) -> str:
         stdout, stderr = self.get_logs()
         return (stdout + stderr).decode(errors="replace")

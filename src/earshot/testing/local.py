@@ -36,6 +36,9 @@ class ServerUnreachable(ConnectionError):
 class LocalServer:
     """``python -m earshot.server`` in a subprocess, owned by this object."""
 
+    controllable = True
+    host = "127.0.0.1"
+
     def __init__(
         self,
         *flags: str,
