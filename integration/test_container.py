@@ -18,7 +18,7 @@ from earshot.testing.container import (
     WhisperLiveContainer,
     labelled_containers,
 )
-from earshot.testing.waiting import eventually, wait_for_sessions
+from earshot.testing.waiting import eventually, wait_for_container_status, wait_for_sessions
 from earshot.testing.wer import wer
 
 JFK = "jfk.flac"
@@ -106,10 +106,11 @@ def test_a_server_that_cannot_start_fails_with_its_logs(server_image: str) -> No
 
 def test_pause_kill_and_their_effects(own_container: WhisperLiveContainer) -> None:
     own_container.pause()
+    wait_for_container_status(own_container, "paused")
     with pytest.raises(OSError):  # a frozen server answers nothing
         own_container.get("/readyz", timeout=0.5)
     own_container.unpause()
     assert own_container.get("/readyz")[0] == 200
     own_container.kill()
-    assert eventually(own_container.exit_code, lambda code: code is not None,
-                      description="the killed container to exit") == 137
+    wait_for_container_status(own_container, "exited")
+    assert own_container.exit_code() == 137

@@ -108,6 +108,9 @@ class AsyncTranscriptionClient:
         self._sent = 0.0  # stream seconds sent so far
         self._closed = False
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it connected on
+        # Monotonic times of the latest session, for latency measurements.
+        self.end_of_audio_at: float | None = None
+        self.final_at: float | None = None
         with self._registry_lock:
             self._registry.add(self)
 
@@ -262,6 +265,7 @@ class AsyncTranscriptionClient:
                 self._trim_kept()
                 await self._call(self._on_segments)
         elif kind == "end":
+            self.final_at = time.monotonic()
             self._final.set()
 
     async def _call(self, callback: Callable[[AsyncTranscriptionClient], Any] | None) -> None:
@@ -374,6 +378,7 @@ class AsyncTranscriptionClient:
             raise self._lost_or(ClientError(f"finish() in state {self.state.name}"))
         try:
             await ws.send(protocol.END_OF_AUDIO)
+            self.end_of_audio_at = time.monotonic()
         except ConnectionClosed:
             raise self._lost_or(ConnectionLost("connection closed before END_OF_AUDIO")) from None
         waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._final.wait())]

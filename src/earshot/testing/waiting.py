@@ -130,3 +130,63 @@ def wait_for_sessions(
         timeout=timeout,
         description=f"{count} session(s) in the server's /status",
     )
+
+
+# -- named waits -------------------------------------------------------------------
+
+
+def wait_for_state(client: Any, state: Any, timeout: float = 10.0) -> Any:
+    """Until ``client.state`` is ``state`` (either client; the sync one from any thread)."""
+    return eventually(lambda: client.state, lambda seen: seen is state, timeout=timeout,
+                      description=f"client {client.client_id[:12]} to reach {state.name}")
+
+
+def transcript_text(client: Any) -> str:
+    """Completed segments plus the current partial, as one string."""
+    completed = client.transcript
+    segments = completed.completed if hasattr(completed, "completed") else completed
+    parts = [s.text.strip() for s in segments]
+    if client.partial is not None:
+        parts.append(client.partial.text.strip())
+    return " ".join(parts)
+
+
+def _has(contains: str | None, min_words: int | None) -> Callable[[str], bool]:
+    def check(text: str) -> bool:
+        if contains is not None and contains.lower() not in text.lower():
+            return False
+        return min_words is None or len(text.split()) >= min_words
+
+    return check
+
+
+def _what(contains: str | None, min_words: int | None) -> str:
+    wanted = [f"{contains!r}" if contains else "", f"{min_words}+ words" if min_words else ""]
+    return "a transcript with " + " and ".join(w for w in wanted if w)
+
+
+def wait_for_transcript(client: Any, *, contains: str | None = None,
+                        min_words: int | None = None, timeout: float = 30.0) -> str:
+    """Until the client's text (completed and partial) has ``contains`` / ``min_words``."""
+    return eventually(lambda: transcript_text(client), _has(contains, min_words),
+                      timeout=timeout, description=_what(contains, min_words))
+
+
+async def wait_for_transcript_async(client: Any, *, contains: str | None = None,
+                                    min_words: int | None = None,
+                                    timeout: float = 30.0) -> str:
+    """``wait_for_transcript`` inside an event loop (the async client)."""
+    return await eventually_async(lambda: transcript_text(client), _has(contains, min_words),
+                                  timeout=timeout, description=_what(contains, min_words))
+
+
+def wait_for_container_status(container: Any, status: str, timeout: float = 15.0) -> str:
+    """Until Docker reports the container ``status`` (running, paused, exited, ...)."""
+
+    def probe() -> str:
+        wrapped = container.get_wrapped_container()
+        wrapped.reload()
+        return wrapped.status
+
+    return eventually(probe, lambda seen: seen == status, timeout=timeout,
+                      description=f"container status {status!r}")
