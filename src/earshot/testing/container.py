@@ -17,9 +17,6 @@ calls on exit. Every container carries the ``org.earshot.managed`` label, so
 from __future__ import annotations
 
 import functools
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -28,6 +25,7 @@ from docker.errors import NotFound
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 
+from earshot.testing.http import HttpEndpoints
 from earshot.testing.image import LABEL, ensure_image
 from earshot.testing.waiting import WaitTimeout, eventually
 
@@ -73,7 +71,7 @@ def _releasing(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class WhisperLiveContainer(DockerContainer):
+class WhisperLiveContainer(DockerContainer, HttpEndpoints):
     controllable = True
     host = "127.0.0.1"  # the port is published on loopback only
 
@@ -221,24 +219,13 @@ class WhisperLiveContainer(DockerContainer):
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def _headers(self) -> dict[str, str]:
+    def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        """An HTTP GET on the server's port: (status, body)."""
-        request = urllib.request.Request(self.http_url + path, headers=self._headers())
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def status(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        """/status as a dict (the container's own API key is sent; ``headers`` unused)."""
-        code, body = self.get("/status")
-        if code != 200:
-            raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
-        return json.loads(body)
+    # The server's /status, as on every target. This shadows testcontainers'
+    # ``status`` property (Docker's state, read only by its wait strategies,
+    # which this class does not use); Docker's state is get_wrapped_container().status.
+    status = HttpEndpoints.status  # type: ignore[assignment]
 
     @_releasing
     def exit_code(self) -> int | None:

@@ -7,19 +7,16 @@ start carries the process's last log lines.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
+from earshot.testing.http import HttpEndpoints, ServerUnreachable
 from earshot.testing.waiting import WaitTimeout, eventually
 
 _LISTENING = re.compile(r"listening\W.*?ws://[^:\s\"]+:(\d+)")
@@ -29,11 +26,7 @@ class ServerStartError(RuntimeError):
     """The server process did not become ready; the text holds its log tail."""
 
 
-class ServerUnreachable(ConnectionError):
-    """Nothing answers on the server's port (not started yet, or gone)."""
-
-
-class LocalServer:
+class LocalServer(HttpEndpoints):
     """``python -m earshot.server`` in a subprocess, owned by this object."""
 
     controllable = True
@@ -147,23 +140,6 @@ class LocalServer:
     @property
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def get(self, path: str, headers: Mapping[str, str] | None = None) -> tuple[int, bytes]:
-        """An HTTP GET on the server's port: (status, body)."""
-        request = urllib.request.Request(self.http_url + path, headers=dict(headers or {}))
-        try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-        except (urllib.error.URLError, ConnectionError) as exc:
-            raise ServerUnreachable(f"GET {path} failed: {exc}") from exc
-
-    def status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        code, body = self.get("/status", headers)
-        if code != 200:
-            raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
-        return json.loads(body)
 
     def log_text(self) -> str:
         current = self.log_path.read_text(errors="replace") if self._log_dir else ""

@@ -7,18 +7,17 @@ whether a test may stop, restart or kill it (not a deployment behind a URL).
 
 from __future__ import annotations
 
-import json
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
 
+from earshot.testing.http import HttpEndpoints
+
 TARGETS = ("container", "local", "url")
 
 
-class UrlServer:
+class UrlServer(HttpEndpoints):
     """An existing deployment, for pre-release validation. Not controllable."""
 
     controllable = False
@@ -34,20 +33,8 @@ class UrlServer:
         self.port = parts.port or (443 if parts.scheme == "wss" else 80)
         self.api_key = api_key
 
-    def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        request = urllib.request.Request(self.http_url + path, headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
-                return response.status, response.read()
-        except urllib.error.HTTPError as exc:
-            return exc.code, exc.read()
-
-    def status(self, headers: dict[str, str] | None = None) -> dict[str, Any]:
-        code, body = self.get("/status")
-        if code != 200:
-            raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
-        return json.loads(body)
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def log_text(self) -> str:
         return ""  # a deployment's logs are not ours to read

@@ -1,0 +1,44 @@
+"""Plain HTTP to a server's health and status endpoints, shared by every target."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from typing import Any
+
+
+class ServerUnreachable(ConnectionError):
+    """Nothing answers on the server's port (not started yet, or gone)."""
+
+
+class HttpEndpoints:
+    """``get()`` and ``status()`` for a class that has ``http_url``."""
+
+    http_url: str
+
+    def auth_headers(self) -> dict[str, str]:
+        """Headers every request carries (an API key, where the target has one)."""
+        return {}
+
+    def get(self, path: str, headers: Mapping[str, str] | None = None,
+            timeout: float = 5.0) -> tuple[int, bytes]:
+        """An HTTP GET: (status, body). Raises ServerUnreachable if nothing answers."""
+        request = urllib.request.Request(
+            self.http_url + path, headers={**self.auth_headers(), **(headers or {})}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as exc:
+            return exc.code, exc.read()
+        except urllib.error.URLError as exc:
+            raise ServerUnreachable(f"GET {path} failed: {exc.reason}") from exc
+
+    def status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """/status as a dict."""
+        code, body = self.get("/status", headers)
+        if code != 200:
+            raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
+        return json.loads(body)
