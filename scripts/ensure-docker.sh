@@ -19,12 +19,44 @@ if ! command -v dockerd >/dev/null 2>&1; then
     apt_install docker.io
 fi
 
-# A hard stop leaves the pid file behind, and dockerd then refuses to start.
-if [ -f /var/run/docker.pid ] && ! pgrep -x dockerd >/dev/null 2>&1; then
-    say "removing the stale /var/run/docker.pid"
-    rm -f /var/run/docker.pid
-fi
-if ! pgrep -x dockerd >/dev/null 2>&1; then
+# Processes of a killed engine can linger as zombies (not every init reaps
+# them): count only live ones.
+alive() {  # alive PID...
+    local pid state
+    for pid in "$@"; do
+        state=$(awk '/^State:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+        if [ -n "$state" ] && [ "$state" != Z ]; then
+            return 0
+        fi
+    done
+    return 1
+}
+dockerd_alive() { alive $(pgrep -x dockerd || true); }
+
+CONTAINERD_TOML=/var/run/docker/containerd/containerd.toml
+CONTAINERD_PID=/var/run/docker/containerd/containerd.pid
+
+if ! dockerd_alive; then
+    # A hard stop leaves pid files behind, and dockerd then refuses to start
+    # (its own), or waits for a containerd that is gone (containerd's).
+    for pidfile in /var/run/docker.pid "$CONTAINERD_PID"; do
+        if [ -f "$pidfile" ] && ! alive "$(cat "$pidfile" 2>/dev/null)"; then
+            say "removing the stale $pidfile"
+            rm -f "$pidfile"
+        fi
+    done
+    # A containerd that a killed engine left running would block the new one.
+    orphans=$(pgrep -f "$CONTAINERD_TOML" || true)
+    if alive $orphans; then
+        say "stopping the containerd a killed engine left behind"
+        kill $orphans 2>/dev/null || true
+        for _ in $(seq 1 50); do
+            alive $(pgrep -f "$CONTAINERD_TOML" || true) || break
+            sleep 0.2  # polling for the orphan to exit, bounded above
+        done
+        pkill -9 -f "$CONTAINERD_TOML" 2>/dev/null || true
+        rm -f "$CONTAINERD_PID"
+    fi
     setsid dockerd >/var/log/dockerd.log 2>&1 < /dev/null &
 fi
 
