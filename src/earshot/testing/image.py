@@ -94,7 +94,17 @@ def ensure_image(variant: str = "cpu") -> str:
     # Build output is progress: stderr, so stdout carries only the tag.
     if _run(build, stdout=sys.stderr).returncode != 0:
         raise ImageError(f"docker build of {tag} failed (output above)")
+    _remove_older(variant, tag)
     return tag
+
+
+def _remove_older(variant: str, keep: str) -> None:
+    """Drop this variant's superseded images, so rebuilds do not fill the disk."""
+    listed = _run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
+                   REPOSITORY], capture_output=True).stdout.split()
+    old = [name for name in listed if name.startswith(f"{REPOSITORY}:{variant}-") and name != keep]
+    if old:  # an image a container still uses is kept: rmi refuses, and that is fine
+        _run(["docker", "rmi", *old], capture_output=True)
 
 
 def main(argv: list[str] | None = None) -> int:
