@@ -211,14 +211,6 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
                 return int(binding["HostPort"])
         raise PortNotPublished(f"port {PORT} is not published (yet)")
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 

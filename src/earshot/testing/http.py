@@ -14,9 +14,18 @@ class ServerUnreachable(ConnectionError):
 
 
 class HttpEndpoints:
-    """``get()`` and ``status()`` for a class that has ``http_url``."""
+    """URLs, ``get()`` and ``status()`` for a server reached at ``host``:``port``."""
 
-    http_url: str
+    host: str
+    port: int | None
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://{self.host}:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.host}:{self.port}"
 
     def auth_headers(self) -> dict[str, str]:
         """Headers every request carries (an API key, where the target has one)."""

@@ -133,14 +133,6 @@ class LocalServer(HttpEndpoints):
 
     # -- access ------------------------------------------------------------
 
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
-
-    @property
-    def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
     def log_text(self) -> str:
         current = self.log_path.read_text(errors="replace") if self._log_dir else ""
         return self._old_logs + current

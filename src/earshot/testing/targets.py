@@ -26,12 +26,20 @@ class UrlServer(HttpEndpoints):
         parts = urlsplit(url)
         if parts.scheme not in ("ws", "wss") or not parts.hostname:
             raise ValueError(f"--earshot-url must be ws://HOST:PORT or wss://..., not {url!r}")
-        self.ws_url = url.rstrip("/")
-        self.http_url = ("https" if parts.scheme == "wss" else "http") + self.ws_url[
+        self._ws_url = url.rstrip("/")
+        self._http_url = ("https" if parts.scheme == "wss" else "http") + self._ws_url[
             len(parts.scheme):]
         self.host = parts.hostname
         self.port = parts.port or (443 if parts.scheme == "wss" else 80)
         self.api_key = api_key
+
+    @property
+    def ws_url(self) -> str:  # kept as given: the scheme may be wss, the path set
+        return self._ws_url
+
+    @property
+    def http_url(self) -> str:
+        return self._http_url
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}

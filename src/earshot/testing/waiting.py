@@ -51,13 +51,33 @@ def _policy(timeout: float, max_interval: float) -> dict[str, Any]:
     }
 
 
-def _failure(
-    description: str, timeout: float, started: float, polls: int, last: Any
-) -> WaitTimeout:
-    return WaitTimeout(
-        f"timed out after {time.monotonic() - started:.2f} s (limit {timeout:g} s, "
-        f"{polls} polls) waiting for {description}; last seen: {last!r}"
-    )
+class _Tracker:
+    """Counts polls and keeps the last value (or AssertionError) a probe gave."""
+
+    def __init__(self, predicate: Callable[[Any], bool]) -> None:
+        self.predicate = predicate
+        self.started = time.monotonic()
+        self.polls = 0
+        self.last: Any = None
+
+    def judge(self, value: Any) -> None:
+        self.last = value
+        if not self.predicate(value):
+            raise _NotYet(value)
+
+    def __enter__(self) -> _Tracker:
+        self.polls += 1
+        return self
+
+    def __exit__(self, kind: type | None, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, AssertionError):  # the probe's own "not yet"
+            self.last = exc
+
+    def failure(self, description: str, timeout: float) -> WaitTimeout:
+        return WaitTimeout(
+            f"timed out after {time.monotonic() - self.started:.2f} s (limit {timeout:g} s, "
+            f"{self.polls} polls) waiting for {description}; last seen: {self.last!r}"
+        )
 
 
 def eventually(
@@ -73,21 +93,14 @@ def eventually(
     A probe that raises AssertionError counts as 'not yet'; other exceptions
     propagate at once.
     """
-    started, polls, last = time.monotonic(), 0, None
+    tracker = _Tracker(predicate)
     try:
         for attempt in Retrying(**_policy(timeout, max_interval)):
-            with attempt:
-                polls += 1
-                try:
-                    last = probe()
-                except AssertionError as exc:
-                    last = exc
-                    raise
-                if not predicate(last):
-                    raise _NotYet(last)
+            with attempt, tracker:
+                tracker.judge(probe())
     except RetryError:
-        raise _failure(description, timeout, started, polls, last) from None
-    return last  # type: ignore[return-value]
+        raise tracker.failure(description, timeout) from None
+    return tracker.last  # type: ignore[return-value]
 
 
 async def eventually_async(
@@ -102,22 +115,16 @@ async def eventually_async(
 
     ``probe`` may be a coroutine function or a plain function.
     """
-    started, polls, last = time.monotonic(), 0, None
+    tracker = _Tracker(predicate)
     try:
         async for attempt in AsyncRetrying(**_policy(timeout, max_interval), sleep=asyncio.sleep):
-            with attempt:
-                polls += 1
-                try:
-                    value = probe()
-                    last = await value if inspect.isawaitable(value) else value
-                except AssertionError as exc:
-                    last = exc
-                    raise
-                if not predicate(last):
-                    raise _NotYet(last)
+            with attempt, tracker:
+                value = probe()
+                tracker.judge(await value if inspect.isawaitable(value) else value)
     except RetryError:
-        raise _failure(description, timeout, started, polls, last) from None
-    return last  # type: ignore[return-value]
+        raise tracker.failure(description, timeout) from None
+    return tracker.last  # type: ignore[return-value]
+
 
 
 def wait_for_sessions(
