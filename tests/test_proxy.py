@@ -181,6 +181,7 @@ async def test_timeout_holds_data_then_closes(proxy) -> None:
 async def test_down_refuses_and_up_serves_again_on_the_same_port(proxy) -> None:
     port = proxy.port
     reader, writer = await open_via(proxy)
+    await round_trip(reader, writer)  # an established connection through the proxy
     await asyncio.to_thread(proxy.down)
     assert await asyncio.wait_for(reader.read(10), 5) == b""  # cut
     writer.close()
