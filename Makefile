@@ -9,7 +9,7 @@ IMAGE_TAG = $(PY) -m earshot.testing.image
 COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
                   elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: setup test unit integration integration-gpu lint engine image up down logs \
+.PHONY: setup test unit integration isolation integration-gpu lint engine image up down logs \
         serve bench clean
 
 setup: $(STAMP)
@@ -31,9 +31,16 @@ test: lint image
 unit: setup
 	$(PY) -m pytest tests
 
-# The real-server suite against the server container.
+# The real-server suite against the server container (random order, the seed
+# printed at the top). JOBS=N runs it on N pytest-xdist workers, each with a
+# server container of its own.
+JOBS ?=
 integration: image
-	$(PY) -m pytest integration -v
+	$(PY) -m pytest integration -v $(if $(JOBS),-n $(JOBS))
+
+# Each test of integration/ in a process of its own: a table of result and seconds.
+isolation: image
+	$(PY) scripts/isolation.py integration
 
 # The same suite against the CUDA image with the GPU; skips where there is none.
 integration-gpu: setup

@@ -1,6 +1,7 @@
 """Root conftest: earshot's fixture plugins, loaded from the repository."""
 
 pytest_plugins = [
+    "fixtures.audio",
     "fixtures.clients",
     "fixtures.leaks",
     "fixtures.proxy",

@@ -1,4 +1,9 @@
-"""The server image in a container: transcribe, drain on stop, survive restarts."""
+"""What only the container can show: the image built, labelled, started, drained on
+stop, restarted on the same published port, paused and killed.
+
+These need the container target (``server_image`` skips elsewhere); the
+scenarios that work on any target are in the other modules.
+"""
 
 from __future__ import annotations
 
@@ -18,37 +23,27 @@ from earshot.testing.container import (
     WhisperLiveContainer,
     labelled_containers,
 )
-from earshot.testing.waiting import eventually, wait_for_container_status, wait_for_sessions
+from earshot.testing.waiting import eventually, wait_for_container_status
 from earshot.testing.wer import wer
 
 JFK = "jfk.flac"
 
 
-async def test_server_transcribes_speech(server) -> None:
-    clip = audio.load_manifest()[JFK]
-    transcript = await wire.stream(server.ws_url, audio.load_clip(JFK), speed=1.0)
-    assert transcript.final and transcript.close_code == CloseCode.NORMAL
-    assert wer(clip.reference, transcript.text) <= 0.10, transcript.text
-    wait_for_sessions(server, 0)
+@pytest.fixture
+def container(server_image: str, server_factory) -> WhisperLiveContainer:
+    """A container of the test's own (the container target only)."""
+    return server_factory()
 
 
-def test_server_reports_its_model_and_health(server, device) -> None:
-    assert server.get("/healthz") == (200, b"ok\n")
-    assert server.get("/readyz")[0] == 200
-    status = server.status()
-    assert status["capacity"]["max_clients"] >= 1 and status["model"]
-    if device is not None:
-        assert status["device"] == device
-        assert status["compute_type"] == ("float16" if device == "cuda" else "int8")
-
-
-def test_the_container_is_labelled(server, server_image) -> None:
+def test_the_container_is_labelled_and_published_on_loopback_only(server, server_image) -> None:
     assert isinstance(server, WhisperLiveContainer)
     assert server.get_wrapped_container().labels.get("org.earshot.managed") == "true"
+    assert server.port_bindings() == [{"HostIp": "127.0.0.1", "HostPort": str(server.port)}]
+    assert server.ws_url == f"ws://127.0.0.1:{server.port}"
 
 
-async def test_stop_drains_the_session_and_exits_0(own_container: WhisperLiveContainer) -> None:
-    async with connect(own_container.ws_url) as ws:
+async def test_stop_drains_the_session_and_exits_0(container) -> None:
+    async with connect(container.ws_url, additional_headers=container.auth_headers()) as ws:
         await ws.send(json.dumps(wire.config(uid="drained")))
         assert protocol.parse_server_message(await ws.recv()).kind == "ready"
         await ws.send(protocol.encode_audio(audio.load_clip(JFK)[:32000]))
@@ -56,7 +51,7 @@ async def test_stop_drains_the_session_and_exits_0(own_container: WhisperLiveCon
 
         def stop() -> None:
             started = time.monotonic()
-            result["code"] = own_container.stop()
+            result["code"] = container.stop()
             result["seconds"] = time.monotonic() - started
 
         stopper = threading.Thread(target=stop)
@@ -69,21 +64,25 @@ async def test_stop_drains_the_session_and_exits_0(own_container: WhisperLiveCon
     assert result["seconds"] < 5
 
 
-async def test_restart_keeps_serving(own_container: WhisperLiveContainer) -> None:
-    samples = audio.load_clip(JFK)
-    first = await wire.stream(own_container.ws_url, samples, speed=None)
-    own_container.restart()
-    second = await wire.stream(own_container.ws_url, samples, speed=None)
-    assert first.final and second.final
-    assert first.session_id != second.session_id
-    assert wer(audio.load_manifest()[JFK].reference, second.text) <= 0.10
+async def test_restart_keeps_serving_on_the_same_url(container) -> None:
+    samples, url, headers = audio.load_clip(JFK), container.ws_url, container.auth_headers()
+    first = await wire.stream(url, samples, speed=None, headers=headers)
+    await asyncio.to_thread(container.restart)
+    second = await wire.stream(url, samples, speed=None, headers=headers)
+    await asyncio.to_thread(container.kill)
+    await asyncio.to_thread(container.start)
+    third = await wire.stream(url, samples, speed=None, headers=headers)
+    assert container.ws_url == url
+    assert first.final and second.final and third.final
+    assert len({first.session_id, second.session_id, third.session_id}) == 3
+    assert wer(audio.load_manifest()[JFK].reference, third.text) <= 0.10
 
 
-def test_stopped_container_starts_again(own_container: WhisperLiveContainer) -> None:
-    assert own_container.stop() == 0
-    assert own_container.exit_code() == 0
-    own_container.start()
-    assert own_container.get("/readyz")[0] == 200
+def test_stopped_container_starts_again(container) -> None:
+    assert container.stop() == 0
+    assert container.exit_code() == 0
+    container.start()
+    assert container.get("/readyz")[0] == 200
 
 
 def test_containers_are_labelled_and_removed(server_image: str) -> None:
@@ -104,13 +103,13 @@ def test_a_server_that_cannot_start_fails_with_its_logs(server_image: str) -> No
     assert "--device: unknown device 'tpu'" in message
 
 
-def test_pause_kill_and_their_effects(own_container: WhisperLiveContainer) -> None:
-    own_container.pause()
-    wait_for_container_status(own_container, "paused")
+def test_pause_kill_and_their_effects(container) -> None:
+    container.pause()
+    wait_for_container_status(container, "paused")
     with pytest.raises(OSError):  # a frozen server answers nothing
-        own_container.get("/readyz", timeout=0.5)
-    own_container.unpause()
-    assert own_container.get("/readyz")[0] == 200
-    own_container.kill()
-    wait_for_container_status(own_container, "exited")
-    assert own_container.exit_code() == 137
+        container.get("/readyz", timeout=0.5)
+    container.unpause()
+    assert container.get("/readyz")[0] == 200
+    container.kill()
+    wait_for_container_status(container, "exited")
+    assert container.exit_code() == 137

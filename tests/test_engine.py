@@ -69,7 +69,8 @@ def transcriber() -> engine.Transcriber:
     return engine.Transcriber(device="cpu")
 
 
-@pytest.mark.parametrize("signal", [audio.silence(3), audio.noise(3)], ids=["silence", "noise"])
+@pytest.mark.parametrize("signal", [audio.silence(3)] + [audio.noise(3, seed=n) for n in range(4)],
+                         ids=["silence"] + [f"noise{n}" for n in range(4)])
 @pytest.mark.parametrize("vad", [False, True])
 def test_no_speech_in_signals_without_speech(transcriber, signal, vad) -> None:
     window = transcriber.transcribe(signal, vad=vad)

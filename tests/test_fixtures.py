@@ -7,8 +7,11 @@ repository's root conftest, so it gets exactly the plugins a real suite gets.
 from __future__ import annotations
 
 import shutil
+import tempfile
+import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,16 +75,42 @@ async def test_leaks_a_task():
     result.stdout.fnmatch_lines(["*asyncio task orphan*forever*"])
 
 
-def test_a_leaked_child_process_fails_and_is_named(suite) -> None:
-    result = run(suite, """
+def test_a_leaked_child_process_fails_and_is_named_and_does_not_outlive_the_session(
+    suite,
+) -> None:
+    marker = f"leak-probe-{uuid.uuid4().hex}"
+    result = run(suite, f"""
 import subprocess, sys
 kept = []
 
 def test_leaks_a_child():
-    kept.append(subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()"]))
+    kept.append(subprocess.Popen([sys.executable, "-c", "import signal; signal.pause()",
+                                  "{marker}"]))
 """)
     result.assert_outcomes(passed=1, errors=1)
-    result.stdout.fnmatch_lines(["*child process *signal.pause()*"])
+    result.stdout.fnmatch_lines(["*the test session left these behind (now removed)*",
+                                 f"*child process *{marker}*"])
+    result.stdout.fnmatch_lines(["*still held*", f"*child process *{marker}*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    alive = [p.pid for p in psutil.process_iter(["cmdline"]) if marker in (p.info["cmdline"] or [])]
+    assert alive == [], f"the leaked child outlived its session: {alive}"
+
+
+def test_a_temp_dir_left_by_the_session_fails_it_and_is_removed(suite) -> None:
+    result = run(suite, """
+import tempfile
+import pytest
+from earshot.testing.leaks import temp_prefix
+
+@pytest.mark.leaks_allowed("leaves a temp dir for the session's end to find")
+def test_leaves_a_temp_dir():
+    tempfile.mkdtemp(prefix=temp_prefix("left"))
+""")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*the test session left these behind*",
+                                 "*temp dir *earshot-left-*"])
+    assert result.ret == pytest.ExitCode.TESTS_FAILED
+    assert not list(Path(tempfile.gettempdir()).glob("earshot-left-*"))
 
 
 def test_a_leaked_server_session_fails_and_is_named(suite) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -21,6 +23,9 @@ from earshot.testing.waiting import wait_for_sessions
 
 
 def run_server(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """The server as a command, with only the environment given (no stray EARSHOT_*)."""
+    if env is None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
     return subprocess.run(
         [sys.executable, "-m", "earshot.server", *args],
         capture_output=True, text=True, timeout=60, env=env,
@@ -58,10 +63,14 @@ def test_bad_setting_exits_2_with_one_line() -> None:
     )
 
 
-def test_port_in_use_is_a_clear_error(server) -> None:
-    result = run_server("--port", str(server.port))
+def test_port_in_use_is_a_clear_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_server("--port", str(port))
     assert result.returncode == 2
-    assert f"port {server.port} on 127.0.0.1 is already in use" in result.stderr
+    assert f"port {port} on 127.0.0.1 is already in use" in result.stderr
 
 
 def test_json_logs_are_one_object_per_line(jfk) -> None:

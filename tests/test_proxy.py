@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
+import threading
 import time
 from collections.abc import AsyncIterator
 
@@ -17,8 +20,17 @@ from earshot.testing.proxy import (
     Slicer,
     Timeout,
 )
+from earshot.testing.waiting import eventually_async
 
 PAYLOAD = b"x" * 100
+STREAM_CHUNK = 64 * 1024
+# A proxy that pushes back lets the sender fill only the socket buffers (a few
+# MiB on loopback) and its own bounded ones; one that buffers without bound
+# takes everything, so a sender that got this far was never pushed back.
+PUSH_CAP = 64 * 1024 * 1024
+STALL_LIMIT = 16 * 1024 * 1024
+# No drain() progress for this long, on loopback, is a stall, not a slow turn.
+STALL_SECONDS = 1.0
 
 
 @pytest.fixture
@@ -46,14 +58,95 @@ async def echo_port() -> AsyncIterator[int]:
         await server.wait_closed()
 
 
+class Sink:
+    """A target that keeps all it reads: what the proxy delivered, in order."""
+
+    def __init__(self) -> None:
+        self.port = 0
+        self.data = bytearray()
+        self.ended = asyncio.Event()  # the proxy passed on the end of the stream
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.writers.append(writer)
+        try:
+            while data := await reader.read(65536):
+                self.data += data
+        except ConnectionError:
+            pass
+        finally:
+            self.ended.set()
+            writer.close()
+
+
 @pytest.fixture
-async def proxy(echo_port: int) -> AsyncIterator[Proxy]:
-    p = Proxy("127.0.0.1", echo_port)
+async def sink() -> AsyncIterator[Sink]:
+    sink = Sink()
+    server = await asyncio.start_server(sink.handle, "127.0.0.1", 0)
+    sink.port = server.sockets[0].getsockname()[1]
+    try:
+        yield sink
+    finally:
+        for writer in sink.writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+@contextlib.asynccontextmanager
+async def running_proxy(port: int) -> AsyncIterator[Proxy]:
+    p = Proxy("127.0.0.1", port)
     await asyncio.to_thread(p.start)
     try:
         yield p
     finally:
         await asyncio.to_thread(p.stop)
+
+
+@pytest.fixture
+async def proxy(echo_port: int) -> AsyncIterator[Proxy]:
+    async with running_proxy(echo_port) as p:
+        yield p
+
+
+class Pusher:
+    """Writes a numbered stream into a connection as fast as drain() lets it."""
+
+    def __init__(self, writer: asyncio.StreamWriter) -> None:
+        self.writer = writer
+        self.sent: list[bytes] = []
+        self.accepted = 0  # bytes whose drain() returned: the sender got rid of them
+
+    def _write_next(self) -> None:
+        chunk = len(self.sent).to_bytes(4, "big") * (STREAM_CHUNK // 4)  # loss or reordering shows
+        self.sent.append(chunk)
+        self.writer.write(chunk)
+
+    async def until_stalled(self) -> None:
+        """Until one drain() makes no progress for STALL_SECONDS (or PUSH_CAP went through)."""
+        while self.accepted < PUSH_CAP:
+            self._write_next()
+            try:
+                await asyncio.wait_for(self.writer.drain(), STALL_SECONDS)
+            except TimeoutError:
+                return
+            self.accepted += STREAM_CHUNK
+
+    async def until(self, stop: asyncio.Event) -> None:
+        while not stop.is_set() and self.accepted < PUSH_CAP:
+            self._write_next()
+            await self.writer.drain()
+            self.accepted += STREAM_CHUNK
+
+    async def finish(self, sink: Sink) -> None:
+        """Flush what is left, end the stream, and wait for the sink to see its end."""
+        await asyncio.wait_for(self.writer.drain(), 10)
+        self.writer.write_eof()
+        await asyncio.wait_for(sink.ended.wait(), 10)
+
+    @property
+    def stream(self) -> bytes:
+        return b"".join(self.sent)
 
 
 async def open_via(proxy: Proxy) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -66,6 +159,15 @@ async def round_trip(reader, writer, payload: bytes = PAYLOAD, timeout: float = 
     await writer.drain()
     await asyncio.wait_for(reader.readexactly(len(payload)), timeout)
     return time.monotonic() - started
+
+
+async def assert_cut(reader: asyncio.StreamReader, timeout: float = 5) -> None:
+    """The connection ends (EOF or reset) within ``timeout``, with no data."""
+    try:
+        data = await asyncio.wait_for(reader.read(10), timeout)
+    except ConnectionResetError:
+        data = b""
+    assert data == b""
 
 
 async def median_rtt(reader, writer, n: int = 5) -> float:
@@ -149,14 +251,16 @@ async def test_reset_peer_resets_the_connection(proxy) -> None:
     writer.close()
 
 
-async def test_blackhole_drops_data_until_removed(proxy) -> None:
+async def test_blackhole_holds_data_until_removed(proxy) -> None:
     reader, writer = await open_via(proxy)
     try:
         with proxy.toxic(Blackhole(), "upstream"):
-            writer.write(b"lost")
+            writer.write(b"held")
             await writer.drain()
             with pytest.raises(TimeoutError):
                 await asyncio.wait_for(reader.readexactly(4), 0.3)
+        # As after a dead route comes back: what waited arrives, then the rest.
+        assert await asyncio.wait_for(reader.readexactly(4), 5) == b"held"
         assert await round_trip(reader, writer) < 1.0  # the connection still works
     finally:
         writer.close()
@@ -209,3 +313,87 @@ async def test_profiles(proxy) -> None:
     assert "Latency(latency_ms=20" in proxy.describe()
     with pytest.raises(ValueError, match="unknown profile"):
         proxy.apply_profile("dialup")
+
+
+@pytest.mark.parametrize("toxic", [Blackhole(), Timeout(timeout_ms=0)],
+                         ids=["blackhole", "timeout-0"])
+async def test_a_held_link_stalls_the_sender_then_delivers_everything(sink, toxic) -> None:
+    async with running_proxy(sink.port) as proxy:
+        _, writer = await open_via(proxy)
+        pusher = Pusher(writer)
+        try:
+            proxy.add(toxic, "upstream")
+            await asyncio.wait_for(pusher.until_stalled(), 30)
+            assert pusher.accepted < STALL_LIMIT, (
+                f"the sender got rid of {pusher.accepted} bytes into a held link")
+            assert not sink.data  # held: nothing got through
+            proxy.remove(toxic)
+            await pusher.finish(sink)
+        finally:
+            writer.close()
+    assert sink.data == pusher.stream  # nothing lost, nothing reordered
+
+
+async def test_bandwidth_pushes_back_on_the_sender(sink) -> None:
+    rate = 200_000  # bytes per second
+    stop = asyncio.Event()
+    async with running_proxy(sink.port) as proxy:
+        _, writer = await open_via(proxy)
+        pusher = Pusher(writer)
+        pushing = asyncio.create_task(pusher.until(stop))
+        try:
+            with proxy.toxic(Bandwidth(rate_kbps=rate / 1000), "upstream"):
+                started = time.monotonic()
+                await eventually_async(lambda: len(sink.data), lambda n: n >= rate // 2,
+                                       timeout=10, description="half a second's worth")
+                elapsed = time.monotonic() - started
+                accepted = pusher.accepted
+                stop.set()
+            await asyncio.wait_for(pushing, 10)
+            await pusher.finish(sink)
+        finally:
+            pushing.cancel()
+            await asyncio.gather(pushing, return_exceptions=True)
+            writer.close()
+    assert accepted <= rate * elapsed + STALL_LIMIT, (
+        f"the sender got rid of {accepted} bytes in {elapsed:.2f} s at {rate} B/s")
+    assert sink.data == pusher.stream
+
+
+def test_a_failed_start_releases_its_thread_and_loop() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        before = set(threading.enumerate())
+        proxy = Proxy("127.0.0.1", port, listen_port=port)
+        with pytest.raises(OSError, match=f"127.0.0.1:{port}"):
+            proxy.start()
+        assert set(threading.enumerate()) == before  # joined before start() raised
+        proxy.stop()  # nothing left to stop: a no-op
+
+
+async def test_down_cuts_connections_it_has_only_just_accepted(proxy) -> None:
+    for _ in range(200):  # each takes about a millisecond; the race is rare
+        reader, writer = await open_via(proxy)  # no round trip: the proxy may be mid-accept
+        try:
+            await asyncio.to_thread(proxy.down)
+            await assert_cut(reader)
+        finally:
+            writer.close()
+        await asyncio.to_thread(proxy.up)
+
+
+async def test_down_cuts_a_connection_still_connecting_to_its_target() -> None:
+    # A target whose accept queue is full: the kernel drops further SYNs, so the
+    # proxy's connect to it stays in progress (for the length of SYN retries).
+    with socket.create_server(("127.0.0.1", 0), backlog=0) as target, \
+            socket.create_connection(target.getsockname()):
+        async with running_proxy(target.getsockname()[1]) as proxy:
+            reader, writer = await open_via(proxy)
+            try:
+                await eventually_async(lambda: proxy.connections_total, lambda n: n == 1,
+                                       timeout=5, description="the proxy to accept")
+                await asyncio.to_thread(proxy.down)
+                await asyncio.to_thread(proxy.up)  # a new listener must not revive it
+                await assert_cut(reader)
+            finally:
+                writer.close()

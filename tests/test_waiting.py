@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import time
 
 import pytest
 
-from earshot.client import AsyncTranscriptionClient, ConnectionState
 from earshot.testing.waiting import (
     WaitTimeout,
     eventually,
     eventually_async,
-    wait_for_transcript_async,
 )
 
 
@@ -62,19 +59,3 @@ async def test_async_variant_takes_plain_and_async_probes() -> None:
     assert await eventually_async(lambda: "x", timeout=5) == "x"
     with pytest.raises(WaitTimeout, match="last seen: 0"):
         await eventually_async(lambda: 0, timeout=0.2, description="non-zero")
-
-
-async def test_wait_for_transcript_on_a_real_stream(idle_server, client_factory, jfk) -> None:
-    client = client_factory(idle_server.ws_url)
-    await client.connect()
-    streaming = asyncio.create_task(client.stream(jfk, realtime=True))
-    try:
-        text = await wait_for_transcript_async(client, contains="fellow americans", timeout=15)
-        assert "fellow" in text.lower()
-        with pytest.raises(WaitTimeout, match="a transcript with 'nonsense words'"):
-            await wait_for_transcript_async(client, contains="nonsense words", timeout=0.5)
-    finally:
-        await client.close()
-        await asyncio.gather(streaming, return_exceptions=True)
-    assert client.state is ConnectionState.DISCONNECTED
-    assert isinstance(client, AsyncTranscriptionClient)

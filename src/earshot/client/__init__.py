@@ -6,6 +6,7 @@ synchronous facade that runs it on a private event-loop thread.
 
 from earshot.client.core import AsyncTranscriptionClient
 from earshot.client.errors import (
+    ClientClosed,
     ClientError,
     ConnectError,
     ConnectionLost,
@@ -21,6 +22,7 @@ from earshot.client.sync import TranscriptionClient
 __all__ = [
     "TRANSITIONS",
     "AsyncTranscriptionClient",
+    "ClientClosed",
     "ClientError",
     "ConnectError",
     "ConnectionLost",

@@ -15,6 +15,7 @@ ends in DISCONNECTED, whatever state it starts from and whoever calls it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
@@ -32,6 +33,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from earshot import audio, protocol
 from earshot.client.errors import (
+    ClientClosed,
     ClientError,
     ConnectError,
     ConnectionLost,
@@ -105,8 +107,9 @@ class AsyncTranscriptionClient:
         self._failure: ClientError | None = None  # what the server said before closing
         self._kept: list[np.ndarray] = []  # audio sent since transcript.confirmed_until
         self._kept_from = 0.0  # stream seconds where self._kept begins
-        self._sent = 0.0  # stream seconds sent so far
+        self._sent = 0.0  # stream seconds sent so far (where a fresh session's audio begins)
         self._closed = False
+        self._closed_event = asyncio.Event()  # wakes backoffs and throttle delays at close()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it connected on
         # Monotonic times of the latest session, for latency measurements.
         self.end_of_audio_at: float | None = None
@@ -129,6 +132,11 @@ class AsyncTranscriptionClient:
 
     async def wait_for_state(self, state: ConnectionState, timeout: float = 10.0) -> None:
         await self._machine.wait_for(state, timeout)
+
+    @property
+    def audio_sent(self) -> float:
+        """Seconds of stream audio sent so far (after a resume: counted from the replay)."""
+        return self._sent
 
     @property
     def partial(self) -> Segment | None:
@@ -163,22 +171,39 @@ class AsyncTranscriptionClient:
         await self.close()
 
     async def connect(self) -> None:
-        """Open a session; with a reconnect policy, retry per the policy."""
+        """Open a session; with a reconnect policy, retry per the policy.
+
+        close() stops it wherever it is (throttle delay, backoff, handshake):
+        it then raises ClientClosed and never reaches READY afterwards.
+        """
         if self._closed:
-            raise ClientError("this client is closed; make a new one")
+            raise ClientClosed("this client is closed; make a new one")
         if self.reconnect is None:
             await self._connect_once()
             return
-        async for attempt in self.reconnect.retrying():
+        async for attempt in self.reconnect.retrying(sleep=self._pause):
             with attempt:
                 await self._connect_once()
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` (a throttle delay or a backoff), cut short by close()."""
+        if seconds > 0 and not self._closed:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(seconds):
+                    await self._closed_event.wait()
+        if self._closed:
+            raise ClientClosed("the client was closed before it could connect")
 
     async def _connect_once(self) -> None:
         if self.state is not S.DISCONNECTED:
             raise ClientError(f"connect() in state {self.state.name}; close() first")
+        # The minimum interval between attempts; asyncio's timers may fire up to a
+        # clock tick early, so wait again for what is left of the booked slot.
         delay = self._throttle.reserve()
-        if delay > 0:
-            await asyncio.sleep(delay)  # the throttle's minimum interval between attempts
+        slot = self._throttle.clock() + delay
+        await self._pause(delay)
+        while (left := slot - self._throttle.clock()) > 0:
+            await self._pause(left)
         self._loop = asyncio.get_running_loop()
         self.session_id = new_id()
         self._failure = None
@@ -211,7 +236,11 @@ class AsyncTranscriptionClient:
             self._receive(ws), name=f"earshot-rx-{self.session_id}"
         )
         config = ClientConfig(uid=self.session_id or "", **self._config)
-        await ws.send(config.to_json())
+        try:
+            await ws.send(config.to_json())
+        except ConnectionClosed:  # typed, so that a reconnect policy retries it
+            raise self._lost_or(ConnectionLost("connection closed while sending the config")
+                                ) from None
         try:
             async with asyncio.timeout(self.open_timeout):
                 await asyncio.shield(self._ready)
@@ -288,7 +317,7 @@ class AsyncTranscriptionClient:
 
     def _ended_error(self, ws: ClientConnection) -> ClientError:
         if self._failure is not None:
-            if isinstance(self._failure, ServerRejected):
+            if isinstance(self._failure, ServerRejected | ConnectionLost):
                 self._failure.close_code = ws.close_code
             return self._failure
         return ConnectionLost("the server closed the connection", ws.close_code)
@@ -314,7 +343,7 @@ class AsyncTranscriptionClient:
         if ws is not None and ws.close_code is not None:
             return self._ended_error(ws)
         if self._closed:
-            return ConnectionLost("the client was closed during the session")
+            return ClientClosed("the client was closed during the session")
         return default
 
     async def stream(
@@ -331,11 +360,11 @@ class AsyncTranscriptionClient:
         async for piece in source:
             try:
                 await self.send_audio(piece)
-            except (ConnectionLost, ServerRejected) as exc:
-                if self.reconnect is None or isinstance(exc, ServerRejected):
-                    raise
-                await self._reconnect(exc)
+            except ConnectionLost as exc:
+                await self._reconnect_or_raise(exc)
                 await self.send_audio(piece)
+        if self.state is not S.READY:  # lost after the last chunk: never return on a dead session
+            await self._reconnect_or_raise(self._lost_or(ConnectionLost("the session ended")))
 
     async def stream_file(
         self, path: str | Path, *, realtime: bool = True, chunk_ms: float = 100.0
@@ -343,16 +372,26 @@ class AsyncTranscriptionClient:
         """Decode any audio file to 16 kHz mono float32 and stream it."""
         await self.stream(audio.load_audio(path), realtime=realtime, chunk_ms=chunk_ms)
 
+    async def _reconnect_or_raise(self, cause: ClientError) -> None:
+        """Reopen a lost session when the policy allows; otherwise raise ``cause``."""
+        if self.reconnect is None or self._closed or not isinstance(cause, ConnectionLost) \
+                or isinstance(cause, ClientClosed):
+            raise cause
+        await self._reconnect(cause)
+
     async def _reconnect(self, cause: ClientError) -> None:
         log.info("session %s lost (%s); reconnecting", self.session_id, cause)
         await self._teardown("reconnecting")
         await self.connect()
-        if self.resume:
+        if self.resume:  # the new session starts where the unconfirmed audio began
             self.transcript.offset = self._kept_from
             replay, self._kept = self._kept, []
             self._sent = self._kept_from
             for piece in replay:
                 await self.send_audio(piece)
+        else:  # the new session starts after everything already sent
+            self.transcript.offset = self._sent
+            self._kept, self._kept_from = [], self._sent
 
     def _trim_kept(self) -> None:
         """Forget audio that completed segments already cover."""
@@ -370,9 +409,22 @@ class AsyncTranscriptionClient:
         """Send END_OF_AUDIO, wait for the final transcript, end the session.
 
         The client stays usable: connect() opens a new session. A session
-        lost while waiting raises ConnectionLost (its transcript so far stays
-        in ``transcript``).
+        lost before the final transcript is reopened, its unconfirmed audio
+        sent again and END_OF_AUDIO repeated, when there is a reconnect policy
+        and ``resume``; otherwise it raises ConnectionLost (the transcript so
+        far stays in ``transcript``). ``timeout`` bounds the whole call.
         """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            try:
+                return await self._finish_once(max(0.0, deadline - loop.time()), timeout)
+            except ConnectionLost as exc:
+                if not self.resume:
+                    raise
+                await self._reconnect_or_raise(exc)
+
+    async def _finish_once(self, remaining: float, timeout: float) -> list[Segment]:
         ws = self._ws
         if self.state is not S.READY or ws is None:
             raise self._lost_or(ClientError(f"finish() in state {self.state.name}"))
@@ -385,7 +437,7 @@ class AsyncTranscriptionClient:
         if self._receiver is not None:
             waiters.append(self._receiver)  # ends if the connection does
         try:
-            async with asyncio.timeout(timeout):
+            async with asyncio.timeout(remaining):
                 await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
         except TimeoutError:
             raise TranscriptTimeout(
@@ -408,9 +460,14 @@ class AsyncTranscriptionClient:
     async def close(self, timeout: float | None = None) -> None:
         """Close whatever is open and end DISCONNECTED; idempotent, bounded."""
         self._closed = True
+        self._closed_event.set()
         with self._registry_lock:
             self._registry.discard(self)
         await self._teardown("closed by client", timeout)
+
+    async def disconnect(self, timeout: float | None = None) -> None:
+        """End the current session (if any) and stay usable: connect() opens a new one."""
+        await self._teardown("disconnected by client", timeout)
 
     async def _teardown(self, reason: str, timeout: float | None = None) -> None:
         timeout = self.close_timeout if timeout is None else timeout

@@ -38,6 +38,17 @@ class ConnectionLost(ClientError):
         self.close_code = close_code
 
 
+class ClientClosed(ConnectionLost):
+    """close() was called while the client was connecting, waiting or streaming.
+
+    A ConnectionLost (the session is over), but never retried: the owner
+    asked for the end.
+    """
+
+    def __init__(self, reason: str = "the client was closed") -> None:
+        super().__init__(reason)
+
+
 class TranscriptTimeout(ClientError, TimeoutError):
     """The final transcript did not arrive in time; the text says what was seen."""
 

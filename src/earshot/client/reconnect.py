@@ -7,17 +7,19 @@ failed or was lost, and a server that answered WAIT.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
+    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
-from earshot.client.errors import ConnectError, ConnectionLost, ServerBusy
+from earshot.client.errors import ClientClosed, ConnectError, ConnectionLost, ServerBusy
 
 RETRYABLE = (ConnectError, ConnectionLost, ServerBusy)
 
@@ -30,12 +32,16 @@ class ReconnectPolicy:
     maximum: float = 5.0  # backoff cap
     jitter: float = 0.2  # up to this many seconds added at random
 
-    def retrying(self) -> AsyncRetrying:
+    def retrying(self, sleep: Callable[[float], Awaitable[None]] | None = None
+                 ) -> AsyncRetrying:
+        """The policy as tenacity's retrying; ``sleep`` waits out each backoff
+        (the client's own, so that close() cuts a backoff short)."""
         return AsyncRetrying(
             stop=stop_after_attempt(self.attempts) | stop_after_delay(self.deadline),
             wait=wait_exponential_jitter(
                 multiplier=self.initial, max=self.maximum, jitter=self.jitter
             ),
-            retry=retry_if_exception_type(RETRYABLE),
+            retry=retry_if_exception_type(RETRYABLE) & retry_if_not_exception_type(ClientClosed),
             reraise=True,
+            **({"sleep": sleep} if sleep is not None else {}),
         )

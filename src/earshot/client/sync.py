@@ -12,6 +12,7 @@ client still ends DISCONNECTED, and the thread ends by itself).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import weakref
 from collections.abc import Coroutine
@@ -37,7 +38,7 @@ class TranscriptionClient:
 
     def __init__(self, url: str, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread = threading.Thread(target=self._run_loop, daemon=True)
         self._thread.start()
         self._closed = False
         try:
@@ -50,6 +51,17 @@ class TranscriptionClient:
             self._registry.add(self)
 
     # -- plumbing -----------------------------------------------------------
+
+    def _run_loop(self) -> None:
+        """The thread's body: the loop runs until stopped, then is closed here.
+
+        Closing it on its own thread means a client stopped from one of its
+        callbacks leaves no open loop behind, whoever calls close() next.
+        """
+        try:
+            self._loop.run_forever()
+        finally:
+            self._loop.close()
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         if threading.current_thread() is self._thread:
@@ -65,11 +77,12 @@ class TranscriptionClient:
     def _stop_thread(self, timeout: float) -> None:
         if self._thread.is_alive():
             # stop() is idempotent; the loop may have been stopped from a callback.
-            self._loop.call_soon_threadsafe(self._loop.stop)
+            with contextlib.suppress(RuntimeError):  # closed by the thread meanwhile
+                self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout)
             if self._thread.is_alive():
                 raise ThreadLeak(f"thread {self._thread.name} did not stop within {timeout:g} s")
-        self._loop.close()
+        self._loop.close()  # idempotent; the thread closed it already unless it never ran
 
     # -- the async core's API, blocking -------------------------------------
 
@@ -100,6 +113,11 @@ class TranscriptionClient:
     @property
     def thread(self) -> threading.Thread:
         return self._thread
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The private event loop (closed once the client is)."""
+        return self._loop
 
     def connect(self) -> None:
         self._run(self._core.connect(), self._core.open_timeout * 2 + CALL_MARGIN)

@@ -44,6 +44,9 @@ VAD_LEAD_SAMPLES = int(0.3 * SAMPLE_RATE)  # kept before the first speech VAD fi
 MAX_WINDOW_SECONDS = (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND
 
 
+CERTAIN_NO_SPEECH = 0.9  # no_speech_prob over which a window is silent, however it decodes
+
+
 class ModelLoadError(RuntimeError):
     """The model could not be found or loaded; the text says what to do."""
 
@@ -334,7 +337,13 @@ class Transcriber:
         result, avg_logprob, _, _ = self._model.generate_with_fallback(
             encoder_output, prompt, tokenizer, options
         )
-        no_speech = result.no_speech_prob > no_speech_threshold and avg_logprob < -1.0
+        # Whisper's rule (likely silence, and a doubtful decode) plus one more:
+        # a near-certain "no speech" wins even over a decode that scores just
+        # above -1. With int8 on AVX-512 VNNI CPUs, noise decodes to "You" at
+        # -0.99 while the model is 95 % sure nothing is said.
+        no_speech = result.no_speech_prob > no_speech_threshold and (
+            avg_logprob < -1.0 or result.no_speech_prob > CERTAIN_NO_SPEECH
+        )
         if no_speech:
             return WindowResult(
                 no_speech=True, language=language, language_probability=language_probability

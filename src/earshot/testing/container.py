@@ -2,22 +2,26 @@
 
 ``WhisperLiveContainer`` is a testcontainers ``DockerContainer`` for the image
 that ``Dockerfile.server`` builds (built or reused on demand). It publishes
-the server's port on 127.0.0.1 only and builds its URLs from that, so tests
-never dial a bridge address. Readiness is /readyz answering 200, polled with
-tenacity under a deadline; a container that does not get there fails with its
-state and last log lines.
+the server's port on 127.0.0.1 only, on a host port picked once when the
+object is made, and builds its URLs from that: tests never dial a bridge
+address, and a URL stays valid across stop/start, restart and kill/start
+(Docker would otherwise publish a new random port each time). Readiness is
+/readyz answering 200, polled with tenacity under a deadline; a container
+that does not get there fails with its state and last log lines.
 
 Fault helpers act on the running container: ``stop()`` (SIGTERM, the server
 drains) and ``start()`` again, ``restart()``, ``pause()``/``unpause()`` and
 ``kill()``. The container is removed by ``remove()``, which the context manager
 calls on exit. Every container carries the ``org.earshot.managed`` label, so
-``remove_labelled()`` can sweep what a crashed run left behind.
+``remove_labelled(mine=False)`` can sweep what a crashed run left behind.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+import os
+import socket
+from collections.abc import Callable, Collection
 from typing import Any, TypeVar
 
 import docker
@@ -27,9 +31,13 @@ from testcontainers.core.container import DockerContainer
 
 from earshot.testing.http import HttpEndpoints
 from earshot.testing.image import LABEL, ensure_image
+from earshot.testing.targets import as_env
 from earshot.testing.waiting import WaitTimeout, eventually
 
 PORT = 9090
+# Which process made a container: a test session judges only its own, so two
+# sessions at once (xdist workers, two users) never count or remove each other's.
+OWNER = "org.earshot.owner"
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -37,8 +45,11 @@ class ContainerNotReady(RuntimeError):
     """The server in the container did not become ready; the text says what was seen."""
 
 
-class PortNotPublished(RuntimeError):
-    """The server port has no host binding (yet)."""
+def _free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (the engine binds it next)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 def _ryuk_available() -> bool:
@@ -79,35 +90,26 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
         self,
         image: str | None = None,
         *,
-        model: str | None = None,
-        device: str | None = None,
-        max_clients: int | None = None,
-        max_connection_time: float | None = None,
         api_key: str | None = None,
         env: dict[str, str] | None = None,
         gpu: bool = False,
         startup_timeout: float = 60.0,
+        **settings: object,
     ) -> None:
+        """``settings`` are server options by name (``max_clients=1``, ``device="cpu"``),
+        passed as the server's ``EARSHOT_*`` variables; ``env`` adds raw variables."""
         if not _ryuk_available():
             # Without its image Ryuk cannot start; our own label sweep cleans up.
             testcontainers_config.ryuk_disabled = True
         super().__init__(image or ensure_image("cuda" if gpu else "cpu"))
-        settings = {
-            "EARSHOT_MODEL": model,
-            "EARSHOT_DEVICE": device,
-            "EARSHOT_MAX_CLIENTS": max_clients,
-            "EARSHOT_MAX_CONNECTION_TIME": max_connection_time,
-            "EARSHOT_API_KEY": api_key,
-            **(env or {}),
-        }
-        for name, value in settings.items():
-            if value is not None:
-                self.with_env(name, str(value))
+        for name, value in {**as_env({**settings, "api_key": api_key}), **(env or {})}.items():
+            self.with_env(name, value)
         self.api_key = api_key
         self.startup_timeout = startup_timeout
-        # Bind to loopback only, on a free port the engine picks.
-        self.ports[f"{PORT}/tcp"] = ("127.0.0.1",)
-        kwargs: dict[str, Any] = {"labels": {LABEL: "true"}}
+        # Loopback only, on a port fixed for this object's life (see the module's text).
+        self.port = _free_port()
+        self.ports[f"{PORT}/tcp"] = ("127.0.0.1", self.port)
+        kwargs: dict[str, Any] = {"labels": {LABEL: "true", OWNER: str(os.getpid())}}
         if gpu:
             kwargs["device_requests"] = [
                 docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])
@@ -177,7 +179,7 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
                 raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
             try:
                 code, body = self.get("/readyz")
-            except (OSError, PortNotPublished) as exc:
+            except OSError as exc:
                 return f"no answer ({exc})"
             return f"/readyz {code} {body[:40]!r}"
 
@@ -200,24 +202,17 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
 
     # -- access ------------------------------------------------------------
 
-    @property
-    @_releasing
-    def port(self) -> int:
-        container = self._require()
-        container.reload()
-        bindings = container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
-        for binding in bindings:
-            if binding.get("HostIp") in ("127.0.0.1", "") and binding.get("HostPort"):
-                return int(binding["HostPort"])
-        raise PortNotPublished(f"port {PORT} is not published (yet)")
-
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
     # The server's /status, as on every target. This shadows testcontainers'
     # ``status`` property (Docker's state, read only by its wait strategies,
     # which this class does not use); Docker's state is get_wrapped_container().status.
     status = HttpEndpoints.status  # type: ignore[assignment]
+
+    @_releasing
+    def port_bindings(self) -> list[dict[str, str]]:
+        """How Docker publishes the server's port (HostIp, HostPort), as it reports it."""
+        container = self._require()
+        container.reload()
+        return container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
 
     @_releasing
     def exit_code(self) -> int | None:
@@ -238,20 +233,25 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
             return f"(no logs: {exc})"
 
 
-def labelled_containers() -> list[str]:
-    """Ids of containers, running or not, that carry earshot's label."""
+def _filters(mine: bool) -> dict[str, Any]:
+    return {"label": [LABEL, f"{OWNER}={os.getpid()}"] if mine else LABEL}
+
+
+def labelled_containers(mine: bool = True) -> list[str]:
+    """Ids of earshot's containers, running or not: this process's, or (``mine=False``) all."""
     client = docker.from_env()
     try:
-        return [c.id for c in client.containers.list(all=True, filters={"label": LABEL})]
+        return [c.id for c in client.containers.list(all=True, filters=_filters(mine))]
     finally:
         client.close()
 
 
-def remove_labelled() -> int:
-    """Remove every earshot-labelled container (a crashed run's leftovers)."""
+def remove_labelled(ids: Collection[str] | None = None, mine: bool = True) -> int:
+    """Remove earshot's containers (this process's, or all; only ``ids`` if given)."""
     client = docker.from_env()
     try:
-        found = client.containers.list(all=True, filters={"label": LABEL})
+        found = [c for c in client.containers.list(all=True, filters=_filters(mine))
+                 if ids is None or c.id in ids]
         for container in found:
             container.remove(force=True)
         return len(found)

@@ -18,6 +18,7 @@ class HttpEndpoints:
 
     host: str
     port: int | None
+    api_key: str | None = None  # sent with every request (and by the suite's clients)
 
     @property
     def ws_url(self) -> str:
@@ -28,8 +29,8 @@ class HttpEndpoints:
         return f"http://{self.host}:{self.port}"
 
     def auth_headers(self) -> dict[str, str]:
-        """Headers every request carries (an API key, where the target has one)."""
-        return {}
+        """Headers every request carries (the API key as a Bearer token, where set)."""
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
 
     def get(self, path: str, headers: Mapping[str, str] | None = None,
             timeout: float = 5.0) -> tuple[int, bytes]:

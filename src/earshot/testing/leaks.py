@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import sys
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -134,3 +136,75 @@ async def check_async(baseline: Snapshot, again: Callable[[], Snapshot],
     except WaitTimeout:
         if leftovers := again().minus(baseline):
             raise _error(timeout, leftovers) from None
+
+
+# -- what a whole test session may leave: nothing ------------------------------------
+
+def temp_prefix(what: str) -> str:
+    """The prefix of earshot's temp dirs: ``earshot-<what>-<pid>-``, so a session
+    finds its own leftovers and never another session's."""
+    return f"earshot-{what}-{os.getpid()}-"
+
+
+def _labelled() -> frozenset[str]:
+    try:
+        from earshot.testing.container import labelled_containers
+
+        return frozenset(labelled_containers())
+    except Exception:  # no engine, or no docker package: no container can be ours
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class Leftovers:
+    """Child processes, earshot temp dirs and earshot containers, as of one moment."""
+
+    children: dict[int, str] = field(default_factory=dict)  # pid -> command line
+    temp_dirs: frozenset[str] = frozenset()
+    containers: frozenset[str] = frozenset()
+
+    @classmethod
+    def now(cls) -> Leftovers:
+        children = {}
+        for child in psutil.Process().children(recursive=True):
+            try:
+                children[child.pid] = " ".join(child.cmdline())
+            except psutil.Error:
+                continue  # gone already
+        temp = Path(tempfile.gettempdir())
+        dirs = frozenset(str(p) for p in temp.glob(temp_prefix("*") + "*") if p.is_dir())
+        return cls(children, dirs, _labelled())
+
+    def since(self, before: Leftovers) -> Leftovers:
+        """What this moment holds that ``before`` did not."""
+        return Leftovers(
+            {pid: cmd for pid, cmd in self.children.items() if pid not in before.children},
+            self.temp_dirs - before.temp_dirs,
+            self.containers - before.containers,
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.children or self.temp_dirs or self.containers)
+
+    def describe(self) -> list[str]:
+        return ([f"child process {pid}: {cmd}" for pid, cmd in sorted(self.children.items())]
+                + [f"temp dir {d}" for d in sorted(self.temp_dirs)]
+                + [f"earshot container {c[:12]}" for c in sorted(self.containers)])
+
+    def remove(self) -> None:
+        """Kill the processes, delete the dirs, remove the containers (bounded waits)."""
+        alive = []
+        for pid in self.children:
+            try:
+                process = psutil.Process(pid)
+                process.kill()
+                alive.append(process)
+            except psutil.Error:
+                continue
+        psutil.wait_procs(alive, timeout=5)
+        for path in self.temp_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+        if self.containers:
+            from earshot.testing.container import remove_labelled
+
+            remove_labelled(self.containers)

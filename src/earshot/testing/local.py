@@ -1,8 +1,11 @@
 """A server in a local subprocess: the fast inner loop, and GPU hosts without Docker.
 
 It listens on a free 127.0.0.1 port (the server picks it and logs it), and is
-ready when /readyz answers 200. Every wait has a deadline, and a failure to
-start carries the process's last log lines.
+ready when /readyz answers 200; a restart keeps that port, so a client's URL
+stays valid. Every wait has a deadline, and a failure to start carries the
+process's last log lines. The process gets only the settings it is given:
+``EARSHOT_*`` variables of the test run's own environment are not passed on
+(a stray ``EARSHOT_API_KEY`` would otherwise change the server under test).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from earshot.testing.http import HttpEndpoints, ServerUnreachable
+from earshot.testing.leaks import temp_prefix
 from earshot.testing.waiting import WaitTimeout, eventually
 
 _LISTENING = re.compile(r"listening\W.*?ws://[^:\s\"]+:(\d+)")
@@ -35,12 +39,15 @@ class LocalServer(HttpEndpoints):
     def __init__(
         self,
         *flags: str,
+        api_key: str | None = None,
         env: Mapping[str, str] | None = None,
         startup_timeout: float = 60.0,
         port: int = 0,
     ) -> None:
-        self.flags = list(flags)
-        self.env = {**os.environ, **(env or {})}
+        self.api_key = api_key
+        self.flags = list(flags) + ([f"--api-key={api_key}"] if api_key else [])
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
+        self.env = {**inherited, **(env or {})}
         self.startup_timeout = startup_timeout
         self.port: int | None = port or None  # a restart reuses the port it had
         self.process: subprocess.Popen[bytes] | None = None
@@ -52,7 +59,7 @@ class LocalServer(HttpEndpoints):
     def start(self) -> LocalServer:
         command = [sys.executable, "-m", "earshot.server", "--host", "127.0.0.1",
                    "--port", str(self.port or 0), *self.flags]
-        self._log_dir = tempfile.TemporaryDirectory(prefix="earshot-server-")
+        self._log_dir = tempfile.TemporaryDirectory(prefix=temp_prefix("server"))
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 command, stdout=log, stderr=subprocess.STDOUT, env=self.env
@@ -98,9 +105,25 @@ class LocalServer(HttpEndpoints):
         self.signal(signal.SIGKILL)
         self.stop()
 
+    def restart(self, timeout: float = 10.0) -> None:
+        """Stop (draining) and start again on the same port."""
+        self.stop(timeout)
+        self.start()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes; connections stay open but nothing answers."""
+        self.signal(signal.SIGSTOP)
+
+    def unpause(self) -> None:
+        self.signal(signal.SIGCONT)
+
     def signal(self, sig: int = signal.SIGTERM) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.send_signal(sig)
+
+    def exit_code(self) -> int | None:
+        """None while the process runs; its exit code once it ended."""
+        return None if self.process is None else self.process.poll()
 
     def wait(self, timeout: float) -> int:
         assert self.process is not None
@@ -111,6 +134,7 @@ class LocalServer(HttpEndpoints):
         if self.process is None:
             return None
         self.signal(signal.SIGTERM)
+        self.signal(signal.SIGCONT)  # a paused process must wake to see the SIGTERM
         try:
             code = self.process.wait(timeout)
         except subprocess.TimeoutExpired:

@@ -1,13 +1,19 @@
 """The server a suite runs against: a container, a local process, or a URL.
 
 All three answer the same questions (``ws_url``, ``http_url``, ``host``,
-``port``, ``get()``, ``status()``, ``log_text()``); ``controllable`` says
-whether a test may stop, restart or kill it (not a deployment behind a URL).
+``port``, ``api_key``, ``get()``, ``status()``, ``log_text()``);
+``controllable`` says whether a test may stop, restart, pause or kill it (not
+a deployment behind a URL).
+
+Server settings are given once, by the server's own option names
+(``max_clients=1``, ``ping_interval=1``): a container gets them as
+``EARSHOT_*`` variables, a local process as ``--*`` flags. A URL target is
+whatever the deployment was started with, so it takes none.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,6 +21,18 @@ from urllib.parse import urlsplit
 from earshot.testing.http import HttpEndpoints
 
 TARGETS = ("container", "local", "url")
+
+
+def as_flags(settings: Mapping[str, object]) -> list[str]:
+    """``{"max_clients": 1}`` -> ``["--max-clients=1"]`` (None values left out)."""
+    return [f"--{name.replace('_', '-')}={value}" for name, value in settings.items()
+            if value is not None]
+
+
+def as_env(settings: Mapping[str, object]) -> dict[str, str]:
+    """``{"max_clients": 1}`` -> ``{"EARSHOT_MAX_CLIENTS": "1"}`` (None values left out)."""
+    return {f"EARSHOT_{name.upper()}": str(value) for name, value in settings.items()
+            if value is not None}
 
 
 class UrlServer(HttpEndpoints):
@@ -41,9 +59,6 @@ class UrlServer(HttpEndpoints):
     def http_url(self) -> str:
         return self._http_url
 
-    def auth_headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-
     def log_text(self) -> str:
         return ""  # a deployment's logs are not ours to read
 
@@ -53,27 +68,32 @@ def open_target(
     kind: str,
     *,
     url: str | None = None,
-    model: str | None = None,
-    device: str | None = None,
     api_key: str | None = None,
+    image: str | None = None,
+    **settings: object,
 ) -> Iterator[Any]:
-    """Start (or reach) the server, yield it, stop it on every path."""
+    """Start (or reach) the server, yield it, stop it on every path.
+
+    ``settings`` are server options by name; ``device="cuda"`` also gives a
+    container the GPU. A URL target refuses settings (it cannot apply them).
+    """
     if kind == "url":
         if not url:
             raise ValueError("--earshot-target url needs --earshot-url ws://HOST:PORT")
+        wanted = {k: v for k, v in settings.items() if v is not None}
+        if wanted:
+            raise ValueError(f"the url target cannot apply server settings {wanted}")
         yield UrlServer(url, api_key)
     elif kind == "local":
         from earshot.testing.local import LocalServer
 
-        flags = [f"--{name}={value}" for name, value in
-                 (("model", model), ("device", device), ("api-key", api_key)) if value]
-        with LocalServer(*flags, "--max-clients", "16") as server:
+        with LocalServer(*as_flags(settings), api_key=api_key) as server:
             yield server
     elif kind == "container":
         from earshot.testing.container import WhisperLiveContainer
 
-        with WhisperLiveContainer(model=model, device=device, api_key=api_key, max_clients=16,
-                                  gpu=device == "cuda") as server:
+        with WhisperLiveContainer(image, api_key=api_key, gpu=settings.get("device") == "cuda",
+                                  **settings) as server:
             yield server
     else:
         raise ValueError(f"unknown target {kind!r}; use {', '.join(TARGETS)}")

@@ -127,25 +127,57 @@ async def eventually_async(
 
 
 
-def wait_for_sessions(
-    server: Any, count: int, timeout: float = 10.0, headers: Mapping[str, str] | None = None
-) -> dict[str, Any]:
-    """Wait until the server's /status lists exactly ``count`` sessions."""
-    return eventually(
-        lambda: server.status(headers),
-        lambda status: len(status["sessions"]) == count,
-        timeout=timeout,
-        description=f"{count} session(s) in the server's /status",
-    )
-
-
 # -- named waits -------------------------------------------------------------------
+# Each has an async twin (``..._async``) for async tests: a sync wait there would
+# block the event loop, and with it the very clients whose progress it awaits.
+
+
+def _sessions_match(count: int, uids: set[str] | None) -> Callable[[dict[str, Any]], bool]:
+    def check(status: dict[str, Any]) -> bool:
+        sessions = status["sessions"]
+        if uids is not None:
+            sessions = [s for s in sessions if s["uid"] in uids]
+        return len(sessions) == count
+
+    return check
+
+
+def _sessions_what(count: int, uids: set[str] | None) -> str:
+    among = f" among uids {sorted(uids)}" if uids is not None else ""
+    return f"{count} session(s){among} in the server's /status"
+
+
+def wait_for_sessions(
+    server: Any, count: int, timeout: float = 10.0, headers: Mapping[str, str] | None = None,
+    *, uids: set[str] | None = None,
+) -> dict[str, Any]:
+    """Until the server's /status lists exactly ``count`` sessions (of ``uids``, if given)."""
+    return eventually(lambda: server.status(headers), _sessions_match(count, uids),
+                      timeout=timeout, description=_sessions_what(count, uids))
+
+
+async def wait_for_sessions_async(
+    server: Any, count: int, timeout: float = 10.0, headers: Mapping[str, str] | None = None,
+    *, uids: set[str] | None = None,
+) -> dict[str, Any]:
+    """``wait_for_sessions`` inside an event loop (each /status call on a thread)."""
+    return await eventually_async(lambda: asyncio.to_thread(server.status, headers),
+                                  _sessions_match(count, uids), timeout=timeout,
+                                  description=_sessions_what(count, uids))
 
 
 def wait_for_state(client: Any, state: Any, timeout: float = 10.0) -> Any:
     """Until ``client.state`` is ``state`` (either client; the sync one from any thread)."""
     return eventually(lambda: client.state, lambda seen: seen is state, timeout=timeout,
                       description=f"client {client.client_id[:12]} to reach {state.name}")
+
+
+async def wait_for_state_async(client: Any, state: Any, timeout: float = 10.0) -> Any:
+    """``wait_for_state`` inside an event loop."""
+    return await eventually_async(lambda: client.state, lambda seen: seen is state,
+                                  timeout=timeout,
+                                  description=f"client {client.client_id[:12]} to reach "
+                                              f"{state.name}")
 
 
 def transcript_text(client: Any) -> str:
@@ -197,3 +229,9 @@ def wait_for_container_status(container: Any, status: str, timeout: float = 15.0
 
     return eventually(probe, lambda seen: seen == status, timeout=timeout,
                       description=f"container status {status!r}")
+
+
+async def wait_for_container_status_async(container: Any, status: str,
+                                          timeout: float = 15.0) -> str:
+    """``wait_for_container_status`` inside an event loop."""
+    return await asyncio.to_thread(wait_for_container_status, container, status, timeout)

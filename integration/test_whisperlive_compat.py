@@ -46,7 +46,7 @@ def whisperlive_frames(samples: np.ndarray) -> list[bytes]:
 async def test_whisperlive_client_sequence(idle_server, manifest) -> None:
     uid = str(uuid.uuid4())
     replies = []
-    async with connect(idle_server.ws_url) as ws:
+    async with connect(idle_server.ws_url, additional_headers=idle_server.auth_headers()) as ws:
         await ws.send(whisperlive_config(uid))
         replies.append(json.loads(await ws.recv()))
         for frame in whisperlive_frames(audio.load_clip("jfk.flac")):

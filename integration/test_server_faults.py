@@ -1,0 +1,147 @@
+"""The server killed, restarted, paused and stopped while clients stream.
+
+Each client ends in a defined state: with a reconnect policy, a new session
+that resumes the unconfirmed audio and completes the transcript; without one,
+a typed error. Every test has a server of its own (``controllable_server``:
+a container, or a local process with ``--earshot-target local``), so these
+skip on a deployment; its URL stays valid across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from earshot.client import AsyncTranscriptionClient, ConnectionLost, ConnectionState
+from earshot.client.reconnect import ReconnectPolicy
+from earshot.testing.waiting import eventually_async, wait_for_sessions_async
+from earshot.testing.wer import wer
+
+S = ConnectionState
+SHORT = 32000  # 2 s of audio
+# Patient enough for a container to start again on a loaded 2-core machine.
+POLICY = ReconnectPolicy(attempts=100, deadline=60, initial=0.1, maximum=0.5)
+PAUSE_S = 5.0
+
+
+def assert_whole(manifest, client: AsyncTranscriptionClient, segments) -> None:
+    """The transcript of jfk.flac is whole: close to the reference, to its last word."""
+    text = " ".join(s.text for s in segments)
+    assert wer(manifest["jfk.flac"].reference, text) <= 0.25, text
+    assert "country" in text.split()[-1].lower(), text
+
+
+def sessions_of(client: AsyncTranscriptionClient) -> set[str]:
+    return {r.session_id for r in client.transcript.received}
+
+
+async def _kill_and_start(server) -> None:
+    await asyncio.to_thread(server.kill)
+    await asyncio.to_thread(server.start)  # same URL: the port is kept
+
+
+@pytest.mark.parametrize("moment", ["mid-stream", "after the last chunk", "during finish"])
+async def test_reconnects_after_the_server_is_killed_and_restarted(
+    controllable_server, client_factory, manifest, jfk, moment
+) -> None:
+    """Wherever the kill lands, the client resumes in a new session and the
+    transcript comes out whole (the flaky failure: a kill after the last chunk
+    left finish() with a dead session and ConnectionLost)."""
+    client = client_factory(server=controllable_server, reconnect=POLICY)
+    await client.connect()
+    first_session = client.session_id
+    streaming = asyncio.create_task(client.stream(jfk, realtime=True))
+    if moment == "mid-stream":
+        await eventually_async(lambda: client.transcript.completed, timeout=20,
+                               description="a completed segment before the kill")
+        await _kill_and_start(controllable_server)
+        await asyncio.wait_for(streaming, 60)
+        segments = await client.finish(timeout=60)
+    elif moment == "after the last chunk":
+        await asyncio.wait_for(streaming, 60)
+        await _kill_and_start(controllable_server)
+        segments = await client.finish(timeout=60)
+    else:  # the server freezes, so END_OF_AUDIO is sent but never answered; then dies
+        await asyncio.wait_for(streaming, 60)
+        await asyncio.to_thread(controllable_server.pause)
+        finishing = asyncio.create_task(client.finish(timeout=60))
+        await eventually_async(lambda: client.end_of_audio_at, timeout=10,
+                               description="END_OF_AUDIO sent to the frozen server")
+        await _kill_and_start(controllable_server)
+        segments = await asyncio.wait_for(finishing, 70)
+    assert client.state is S.DISCONNECTED
+    assert client.session_id != first_session and first_session in sessions_of(client)
+    assert_whole(manifest, client, segments)
+    await wait_for_sessions_async(controllable_server, 0)
+
+
+async def test_server_that_vanishes_leaves_the_client_disconnected(controllable_server,
+                                                                   client_factory, jfk) -> None:
+    client = client_factory(server=controllable_server)
+    await client.connect()
+    await client.send_audio(jfk[:SHORT])
+    await asyncio.to_thread(controllable_server.kill)
+    await client.wait_for_state(S.DISCONNECTED, timeout=10)
+    with pytest.raises(ConnectionLost):
+        await client.send_audio(jfk[:1600])
+    with pytest.raises(ConnectionLost):
+        await client.finish()
+
+
+async def test_restart_while_clients_stream(controllable_server, client_factory, manifest,
+                                            jfk) -> None:
+    clients = [client_factory(server=controllable_server, reconnect=POLICY) for _ in range(2)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in clients]
+    await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
+                           description="a completed segment on every client")
+    await asyncio.to_thread(controllable_server.restart)
+    await asyncio.wait_for(asyncio.gather(*streams), 60)
+    for client, segments in zip(clients, await asyncio.gather(
+            *(c.finish(timeout=60) for c in clients)), strict=True):
+        assert len(sessions_of(client)) == 2
+        assert_whole(manifest, client, segments)
+    await wait_for_sessions_async(controllable_server, 0)
+
+
+async def test_pause_then_unpause_while_clients_stream(controllable_server, client_factory,
+                                                       manifest, jfk) -> None:
+    """A server frozen for 5 s of audio: every stream still comes out whole."""
+    clients = [client_factory(server=controllable_server, reconnect=POLICY) for _ in range(3)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in clients]
+    await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
+                           description="a completed segment on every client")
+    await asyncio.to_thread(controllable_server.pause)
+    # The fault itself lasts 5 s: a stimulus of fixed length, not a wait for
+    # anything (the clients' sends stall meanwhile: TCP back-pressure).
+    await asyncio.sleep(PAUSE_S)  # pacing: the freeze's length
+    await asyncio.to_thread(controllable_server.unpause)
+    await asyncio.wait_for(asyncio.gather(*streams), 60)
+    results = await asyncio.gather(*(c.finish(timeout=60) for c in clients))
+    for client, segments in zip(clients, results, strict=True):
+        assert client.state is S.DISCONNECTED
+        assert_whole(manifest, client, segments)
+    await wait_for_sessions_async(controllable_server, 0)
+
+
+async def test_stop_drains_clients_each_per_its_policy(controllable_server, client_factory,
+                                                       manifest, jfk) -> None:
+    """SIGTERM drains: a client without a policy gets ConnectionLost with 1001
+    (DISCONNECT); one with a policy resumes once the server is back."""
+    patient = client_factory(server=controllable_server, reconnect=POLICY)
+    plain = client_factory(server=controllable_server)
+    await asyncio.gather(patient.connect(), plain.connect())
+    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in (patient, plain)]
+    await eventually_async(lambda: patient.transcript.completed, timeout=20,
+                           description="a completed segment before the stop")
+    assert await asyncio.to_thread(controllable_server.stop) == 0
+    with pytest.raises(ConnectionLost) as caught:
+        await asyncio.wait_for(streams[1], 30)
+    assert caught.value.close_code == 1001 and "DISCONNECT" in str(caught.value)
+    assert plain.state is S.DISCONNECTED
+    await asyncio.to_thread(controllable_server.start)
+    await asyncio.wait_for(streams[0], 60)
+    assert_whole(manifest, patient, await patient.finish(timeout=60))
+    await wait_for_sessions_async(controllable_server, 0)
