@@ -215,6 +215,11 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
         return container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
 
     @_releasing
+    def memory_usage(self) -> int:
+        """Bytes of memory the engine accounts to the container now (its cgroup's usage)."""
+        return int(self._require().stats(stream=False)["memory_stats"]["usage"])
+
+    @_releasing
     def exit_code(self) -> int | None:
         container = self._require()
         container.reload()
