@@ -71,6 +71,17 @@ def test_throttle_spaces_attempts_on_an_injected_clock() -> None:
     assert throttle.reserve() == pytest.approx(0.5)
 
 
+def test_a_late_start_moves_the_next_slot() -> None:
+    now = [100.0]
+    throttle = Throttle(min_interval=2.0, clock=lambda: now[0])
+    assert throttle.reserve() == 0.0
+    throttle.started()
+    assert throttle.reserve() == 2.0  # slot at 102
+    now[0] = 102.5  # woken late: the attempt starts at 102.5, not 102
+    throttle.started()
+    assert throttle.reserve() == pytest.approx(2.0)  # 104.5, not 104: 2 s after the start
+
+
 def test_zero_interval_never_waits() -> None:
     throttle = Throttle()
     assert [throttle.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]

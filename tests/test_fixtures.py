@@ -7,6 +7,8 @@ repository's root conftest, so it gets exactly the plugins a real suite gets.
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -201,3 +203,17 @@ def test_hangs():
     # pytest-timeout's thread method dumps every stack, then ends the process.
     assert result.ret != 0
     result.stdout.fnmatch_lines(["*Timeout*", "*Stack of MainThread*", "*test_hangs*"])
+
+
+def test_a_killed_sessions_leftovers_are_swept_by_the_next(suite, tmp_path) -> None:
+    """A session killed before its teardown leaves a temp dir; the next session
+    removes it (its owner's pid is dead) and says so."""
+    finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True, check=True)
+    dead_pid = int(finished.stdout)  # exited and reaped: no longer alive
+    left = Path(tempfile.mkdtemp(prefix=f"earshot-server-{dead_pid}-"))
+    result = run(suite, "def test_nothing():\n    pass\n")
+    result.assert_outcomes(passed=1)
+    result.stdout.fnmatch_lines(["*removed what earlier, killed sessions left*",
+                                 f"*temp dir {left}*"])
+    assert not left.exists()

@@ -170,34 +170,42 @@ async def assert_cut(reader: asyncio.StreamReader, timeout: float = 5) -> None:
     assert data == b""
 
 
-async def median_rtt(reader, writer, n: int = 5) -> float:
-    times = sorted([await round_trip(reader, writer) for _ in range(n)])
-    return times[n // 2]
+async def fastest_rtt(reader, writer, n: int = 7) -> float:
+    """The least of ``n`` round trips: CPU load only ever adds to a round trip, so
+    the least is what the link itself takes, on an idle or a loaded machine."""
+    return min([await round_trip(reader, writer) for _ in range(n)])
+
+
+# A toxic's delay is never shorter than asked (timers may fire a millisecond
+# early); a loaded machine may add to it, up to this much on 2 cores.
+EARLY_S = 0.002
+LOAD_SLACK_S = 0.040
 
 
 async def test_latency_added_and_removed_while_traffic_flows(proxy) -> None:
     reader, writer = await open_via(proxy)
     try:
-        base = await median_rtt(reader, writer)
+        base = await fastest_rtt(reader, writer)
         with proxy.toxic(Latency(100), "downstream"):
-            delayed = await median_rtt(reader, writer)
-        restored = await median_rtt(reader, writer)
+            delayed = await fastest_rtt(reader, writer)
+        restored = await fastest_rtt(reader, writer)
     finally:
         writer.close()
     added = delayed - base
-    assert 0.080 <= added <= 0.120, f"asked 100 ms, added {added * 1000:.0f} ms"
-    assert restored < base + 0.02
+    assert 0.100 - EARLY_S <= added <= 0.100 + LOAD_SLACK_S, (
+        f"asked 100 ms, added {added * 1000:.0f} ms")
+    assert restored < base + LOAD_SLACK_S
 
 
 async def test_latency_in_both_directions_adds_up(proxy) -> None:
     reader, writer = await open_via(proxy)
     try:
-        base = await median_rtt(reader, writer)
+        base = await fastest_rtt(reader, writer)
         with proxy.toxic(Latency(50), "both"):
-            added = await median_rtt(reader, writer) - base
+            added = await fastest_rtt(reader, writer) - base
     finally:
         writer.close()
-    assert 0.080 <= added <= 0.120
+    assert 0.100 - EARLY_S <= added <= 0.100 + LOAD_SLACK_S, f"added {added * 1000:.0f} ms"
 
 
 async def test_jitter_spreads_delays_but_keeps_order(proxy) -> None:
@@ -303,13 +311,14 @@ async def test_down_refuses_and_up_serves_again_on_the_same_port(proxy) -> None:
 async def test_profiles(proxy) -> None:
     reader, writer = await open_via(proxy)
     try:
-        base = await median_rtt(reader, writer)
+        base = await fastest_rtt(reader, writer)
         toxics = proxy.apply_profile("wifi")
-        added = await median_rtt(reader, writer, n=9) - base
+        added = await fastest_rtt(reader, writer, n=9) - base
     finally:
         writer.close()
     assert toxics == [Latency(20, jitter_ms=10)]
-    assert 0.020 <= added <= 0.080  # 20 +- 10 ms each way
+    # 20 +- 10 ms each way: at least 2 x 10 ms, at most 2 x 30 ms and the load
+    assert 0.020 - EARLY_S <= added <= 0.060 + LOAD_SLACK_S, f"added {added * 1000:.0f} ms"
     assert "Latency(latency_ms=20" in proxy.describe()
     with pytest.raises(ValueError, match="unknown profile"):
         proxy.apply_profile("dialup")

@@ -204,6 +204,7 @@ class AsyncTranscriptionClient:
         await self._pause(delay)
         while (left := slot - self._throttle.clock()) > 0:
             await self._pause(left)
+        self._throttle.started()
         self._loop = asyncio.get_running_loop()
         self.session_id = new_id()
         self._failure = None
@@ -374,8 +375,8 @@ class AsyncTranscriptionClient:
 
     async def _reconnect_or_raise(self, cause: ClientError) -> None:
         """Reopen a lost session when the policy allows; otherwise raise ``cause``."""
-        if self.reconnect is None or self._closed or not isinstance(cause, ConnectionLost) \
-                or isinstance(cause, ClientClosed):
+        retryable = isinstance(cause, ConnectionLost) and not isinstance(cause, ClientClosed)
+        if self.reconnect is None or self._closed or not retryable:
             raise cause
         await self._reconnect(cause)
 

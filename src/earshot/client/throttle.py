@@ -20,3 +20,10 @@ class Throttle:
         start = now if self._last is None else max(now, self._last + self.min_interval)
         self._last = start
         return start - now
+
+    def started(self) -> None:
+        """The booked attempt starts now. An attempt that starts late (a loaded
+        machine wakes it after its slot) moves the next slot with it, so
+        attempts, not just bookings, stay ``min_interval`` apart."""
+        now = self.clock()
+        self._last = now if self._last is None else max(self._last, now)

@@ -251,6 +251,17 @@ def labelled_containers(mine: bool = True) -> list[str]:
         client.close()
 
 
+def owners() -> dict[str, int | None]:
+    """Every earshot container's id and the pid of the process that made it."""
+    client = docker.from_env()
+    try:
+        found = client.containers.list(all=True, filters=_filters(mine=False))
+        return {c.id: int(c.labels[OWNER]) if c.labels.get(OWNER, "").isdigit() else None
+                for c in found}
+    finally:
+        client.close()
+
+
 def remove_labelled(ids: Collection[str] | None = None, mine: bool = True) -> int:
     """Remove earshot's containers (this process's, or all; only ``ids`` if given)."""
     client = docker.from_env()

@@ -155,6 +155,27 @@ def _labelled() -> frozenset[str]:
         return frozenset()
 
 
+def _owner_of(name: str) -> int | None:
+    """The pid in a temp dir named by ``temp_prefix`` (None: not one of those)."""
+    parts = name.split("-")
+    return int(parts[2]) if len(parts) >= 4 and parts[2].isdigit() else None
+
+
+def _alive(pid: int | None) -> bool:
+    return pid is None or psutil.pid_exists(pid)  # not ours to judge: keep
+
+
+def _orphaned_containers() -> frozenset[str]:
+    try:
+        from earshot.testing.container import owners
+    except Exception:  # no docker package
+        return frozenset()
+    try:
+        return frozenset(cid for cid, pid in owners().items() if not _alive(pid))
+    except Exception:  # no engine: no container can be ours
+        return frozenset()
+
+
 @dataclass(frozen=True)
 class Leftovers:
     """Child processes, earshot temp dirs and earshot containers, as of one moment."""
@@ -191,6 +212,15 @@ class Leftovers:
                 + [f"temp dir {d}" for d in sorted(self.temp_dirs)]
                 + [f"earshot container {c[:12]}" for c in sorted(self.containers)])
 
+    @classmethod
+    def orphans(cls) -> Leftovers:
+        """Temp dirs and containers of earshot sessions that died without cleaning up
+        (killed, or stopped at a hang): their owner's pid is no longer alive."""
+        temp = Path(tempfile.gettempdir())
+        dirs = frozenset(str(p) for p in temp.glob("earshot-*-*-*")
+                         if p.is_dir() and not _alive(_owner_of(p.name)))
+        return cls({}, dirs, _orphaned_containers())
+
     def remove(self) -> None:
         """Kill the processes, delete the dirs, remove the containers (bounded waits)."""
         alive = []
@@ -207,4 +237,4 @@ class Leftovers:
         if self.containers:
             from earshot.testing.container import remove_labelled
 
-            remove_labelled(self.containers)
+            remove_labelled(self.containers, mine=False)
