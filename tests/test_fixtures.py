@@ -217,3 +217,14 @@ def test_a_killed_sessions_leftovers_are_swept_by_the_next(suite, tmp_path) -> N
     result.stdout.fnmatch_lines(["*removed what earlier, killed sessions left*",
                                  f"*temp dir {left}*"])
     assert not left.exists()
+
+
+def test_a_failed_test_gets_the_log_of_its_own_server(suite) -> None:
+    (suite.path / "pytest.ini").write_text("[pytest]\naddopts = --earshot-target=local\n")
+    result = run(suite, """
+def test_fails(server_factory):
+    server_factory(max_clients=3)
+    assert False, "fails with a server of its own"
+""")
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines(["*earshot log of the test's own server 0*", "*listening*"])
