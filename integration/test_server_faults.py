@@ -36,6 +36,17 @@ def sessions_of(client: AsyncTranscriptionClient) -> set[str]:
     return {r.session_id for r in client.transcript.received}
 
 
+async def streaming_clients(server, client_factory, jfk, count: int):
+    """``count`` patient clients streaming jfk.flac at real time, each past its
+    first completed segment; returns them and their stream tasks."""
+    clients = [client_factory(server=server, reconnect=POLICY) for _ in range(count)]
+    await asyncio.gather(*(c.connect() for c in clients))
+    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in clients]
+    await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
+                           description="a completed segment on every client")
+    return clients, streams
+
+
 async def _kill_and_start(server) -> None:
     await asyncio.to_thread(server.kill)
     await asyncio.to_thread(server.start)  # same URL: the port is kept
@@ -91,11 +102,7 @@ async def test_server_that_vanishes_leaves_the_client_disconnected(controllable_
 
 async def test_restart_while_clients_stream(controllable_server, client_factory, manifest,
                                             jfk) -> None:
-    clients = [client_factory(server=controllable_server, reconnect=POLICY) for _ in range(2)]
-    await asyncio.gather(*(c.connect() for c in clients))
-    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in clients]
-    await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
-                           description="a completed segment on every client")
+    clients, streams = await streaming_clients(controllable_server, client_factory, jfk, 2)
     await asyncio.to_thread(controllable_server.restart)
     await asyncio.wait_for(asyncio.gather(*streams), 60)
     for client, segments in zip(clients, await asyncio.gather(
@@ -108,11 +115,7 @@ async def test_restart_while_clients_stream(controllable_server, client_factory,
 async def test_pause_then_unpause_while_clients_stream(controllable_server, client_factory,
                                                        manifest, jfk) -> None:
     """A server frozen for 5 s of audio: every stream still comes out whole."""
-    clients = [client_factory(server=controllable_server, reconnect=POLICY) for _ in range(3)]
-    await asyncio.gather(*(c.connect() for c in clients))
-    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in clients]
-    await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
-                           description="a completed segment on every client")
+    clients, streams = await streaming_clients(controllable_server, client_factory, jfk, 3)
     await asyncio.to_thread(controllable_server.pause)
     # The fault itself lasts 5 s: a stimulus of fixed length, not a wait for
     # anything (the clients' sends stall meanwhile: TCP back-pressure).
