@@ -10,7 +10,7 @@ COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo "docker c
                   elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .PHONY: setup test unit integration isolation integration-gpu lint engine image up down logs \
-        serve bench clean
+        serve bench validate validate-peer peer-image clean
 
 setup: $(STAMP)
 
@@ -23,10 +23,12 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Everything CI runs: lint, the fast suite and the container suite, in one
-# pytest session (random order, hard timeouts).
+# pytest session (random order, hard timeouts). PYTEST_ARGS adds pytest options,
+# e.g. PYTEST_ARGS=--junitxml=reports/junit.xml.
+PYTEST_ARGS ?=
 test: lint image
 	@echo "==> tests: tests/ (local server process) and integration/ (container)"
-	$(PY) -m pytest tests integration
+	$(PY) -m pytest tests integration $(PYTEST_ARGS)
 
 unit: setup
 	$(PY) -m pytest tests
@@ -42,14 +44,32 @@ integration: image
 isolation: image
 	$(PY) scripts/isolation.py integration
 
-# The same suite against the CUDA image with the GPU; skips where there is none.
+# The same suite against the CUDA image with the GPU (float16). Where there is no
+# GPU or no NVIDIA container runtime, scripts/gpu-check.sh says which in one line
+# and this exits 0 (1 with GPU_REQUIRED=1, as on the GPU runner).
 integration-gpu: setup
-	@if ! nvidia-smi -L >/dev/null 2>&1; then \
-	    echo "integration-gpu: no NVIDIA GPU here (nvidia-smi finds none); nothing to run"; \
-	    exit 0; \
-	fi; \
-	scripts/ensure-docker.sh && $(IMAGE_TAG) --variant cuda && \
-	$(PY) -m pytest integration -v --earshot-device cuda
+	@if scripts/gpu-check.sh; then \
+	    scripts/ensure-docker.sh && $(IMAGE_TAG) --variant cuda && \
+	    $(PY) -m pytest integration -v --earshot-device cuda $(PYTEST_ARGS); \
+	elif [ -n "$(GPU_REQUIRED)" ]; then echo "integration-gpu: GPU_REQUIRED is set: failing"; exit 1; fi
+
+# Pre-release validation: the scenario suite plus the measurements, checked against
+# validation.toml; the report goes to reports/<UTC time>/. Exit 0 only for SHIP.
+# TARGET=ws://host:port validates a deployment (API_KEY= when it needs one).
+TARGET  ?=
+API_KEY ?=
+VALIDATE = $(PY) -m earshot.validation $(if $(API_KEY),--api-key $(API_KEY))
+validate: $(if $(TARGET),setup,image)
+	$(VALIDATE) $(if $(TARGET),--target $(TARGET))
+
+# The same validation against upstream WhisperLive 0.10 (see peer-image).
+validate-peer: peer-image
+	$(VALIDATE) --peer
+
+# An image of upstream WhisperLive 0.10 from the package registry (Dockerfile.peer),
+# its faster-whisper backend with the bundled tiny.en; reused while its inputs hold.
+peer-image: setup engine
+	@tag=$$($(PY) -m earshot.testing.peer) && echo "==> peer image: $$tag"
 
 lint: setup
 	$(PY) -m ruff check .
@@ -58,8 +78,10 @@ lint: setup
 engine:
 	@scripts/ensure-docker.sh
 
+# VARIANT=cuda: the CUDA image (CUDA 12 cuBLAS and cuDNN; it builds on a CPU host).
+VARIANT ?= cpu
 image: setup engine
-	@tag=$$($(IMAGE_TAG)) && echo "==> server image: $$tag"
+	@tag=$$($(IMAGE_TAG) --variant $(VARIANT)) && echo "==> server image: $$tag"
 
 up: image
 	@test -n "$(COMPOSE)" || { echo "error: needs docker compose (or apt-get install docker-compose)"; exit 1; }

@@ -4,6 +4,7 @@ pytest_plugins = [
     "fixtures.audio",
     "fixtures.clients",
     "fixtures.leaks",
+    "fixtures.offers",
     "fixtures.proxy",
     "fixtures.server",
     "pytester",

@@ -61,31 +61,21 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
-import numpy as np
 import psutil
 
 from earshot import audio
-from earshot.protocol import SAMPLE_RATE, CloseCode
+from earshot.protocol import CloseCode
 from earshot.testing import wire
 from earshot.testing.local import LocalServer, ServerStartError
+from earshot.testing.machine import cpu_model
 from earshot.testing.wer import wer
+from earshot.validation.measure import Clip, load_clips
 
 DEFAULT_LEVELS = (1, 2, 4, 6, 8, 10, 12)
 CHUNK_MS = 100.0
 
 
 # -- data ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Clip:
-    name: str
-    samples: np.ndarray
-    reference: str
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
 
 
 @dataclass
@@ -280,17 +270,6 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join([line(headers), rule, *(line(r) for r in rows)])
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for row in f:
-                if row.startswith("model name"):
-                    return row.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_description(flags: Sequence[str], status: dict) -> str:
     physical = psutil.cpu_count(logical=False)
     memory = psutil.virtual_memory().total / 2**30
@@ -448,13 +427,6 @@ def server_flags(args: argparse.Namespace) -> list[str]:
         if value is not None:
             flags += [f"--{name.replace('_', '-')}", str(value)]
     return flags + args.server_flag
-
-
-def load_clips() -> list[Clip]:
-    return [
-        Clip(name, audio.load_clip(name), clip.reference)
-        for name, clip in audio.load_manifest().items()
-    ]
 
 
 async def benchmark(server: LocalServer, clips: Sequence[Clip], args: argparse.Namespace) -> None:

@@ -21,7 +21,7 @@ from earshot.testing import wire
 from earshot.testing.waiting import wait_for_sessions_async
 from earshot.testing.wer import wer
 
-CONFIG = json.dumps(wire.config(uid="bad"))
+CONFIG = json.dumps(wire.config(uid=wire.uid("bad")))
 AUDIO = protocol.encode_audio(np.zeros(1600, dtype=np.float32))
 
 # name -> (frames to send, words the ERROR must contain, close code)
@@ -68,6 +68,7 @@ async def exchange(server, frames: Sequence[str | bytes]) -> tuple[list, int | N
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUTS))
+@pytest.mark.extension("close_codes")
 async def test_bad_input_gets_error_and_close_code(idle_server, case) -> None:
     frames, words, code = BAD_INPUTS[case]
     messages, close_code, reason = await exchange(idle_server, frames)
@@ -76,9 +77,10 @@ async def test_bad_input_gets_error_and_close_code(idle_server, case) -> None:
     assert words in errors[-1].data["message"]
     assert close_code == code, (close_code, reason)
     if frames and frames[0] == CONFIG:
-        assert all(m.data["uid"] == "bad" for m in messages)
+        assert all(m.data["uid"] == wire.uid("bad") for m in messages)
 
 
+@pytest.mark.extension("close_codes")
 async def test_config_never_sent_times_out(idle_server) -> None:
     messages, close_code, _ = await exchange(idle_server, [])
     assert [m.kind for m in messages] == ["error"]
@@ -86,18 +88,21 @@ async def test_config_never_sent_times_out(idle_server) -> None:
     assert close_code == CloseCode.POLICY
 
 
+@pytest.mark.extension("status")
 async def test_client_that_aborts_mid_stream_is_freed(idle_server) -> None:
     ws = await connect(idle_server.ws_url, additional_headers=idle_server.auth_headers())
     await ws.send(CONFIG)
     await ws.recv()
     await ws.send(AUDIO)
-    await wait_for_sessions_async(idle_server, 1, uids={"bad"})
+    await wait_for_sessions_async(idle_server, 1, uids={wire.uid("bad")})
     ws.transport.abort()  # no close frame, no FIN handshake: the client is just gone
-    await wait_for_sessions_async(idle_server, 0, uids={"bad"}, timeout=5)
+    await wait_for_sessions_async(idle_server, 0, uids={wire.uid("bad")}, timeout=5)
 
 
+@pytest.mark.extension("end_of_transcript")
 async def test_healthy_stream_is_unharmed_by_every_bad_client(idle_server, manifest, jfk) -> None:
-    healthy = asyncio.create_task(wire.stream(idle_server.ws_url, jfk, speed=1.0, uid="good",
+    healthy = asyncio.create_task(wire.stream(idle_server.ws_url, jfk, speed=1.0,
+                                              uid=wire.uid("good"),
                                               headers=idle_server.auth_headers()))
     bad = [exchange(idle_server, frames) for frames, _, _ in BAD_INPUTS.values()]
     bad.append(exchange(idle_server, []))  # never sends a config

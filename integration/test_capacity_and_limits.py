@@ -49,16 +49,17 @@ def keyed_server(server_factory):
 # -- capacity --------------------------------------------------------------------------
 
 
+@pytest.mark.extension("close_codes")
 async def test_full_server_answers_wait_and_closes_1013(small_server) -> None:
     headers = small_server.auth_headers()
     async with connect(small_server.ws_url, additional_headers=headers) as first:
-        await first.send(json.dumps(wire.config(uid="first")))
+        await first.send(json.dumps(wire.config(uid=wire.uid("first"))))
         assert protocol.parse_server_message(await first.recv()).kind == "ready"
         async with connect(small_server.ws_url, additional_headers=headers) as second:
-            await second.send(json.dumps(wire.config(uid="second")))
+            await second.send(json.dumps(wire.config(uid=wire.uid("second"))))
             reply = protocol.parse_server_message(await second.recv())
             await second.wait_closed()
-        assert reply.kind == "wait" and reply.data["uid"] == "second"
+        assert reply.kind == "wait" and reply.data["uid"] == wire.uid("second")
         # The only slot frees when the first session's 3 s are up.
         assert 0 < reply.data["message"] <= SESSION_SECONDS / 60
         assert second.close_code == CloseCode.TRY_AGAIN_LATER
@@ -75,6 +76,7 @@ async def test_wait_is_a_typed_error_with_the_wait_time(small_server, client_fac
     assert second.state is S.DISCONNECTED and first.state is S.READY
 
 
+@pytest.mark.extension("status", "session_id")
 async def test_waiting_client_is_admitted_once_a_slot_frees(small_server, client_factory) -> None:
     first = client_factory(server=small_server)
     second = client_factory(server=small_server, reconnect=ReconnectPolicy(
@@ -91,8 +93,9 @@ async def test_waiting_client_is_admitted_once_a_slot_frees(small_server, client
     assert status["sessions"][0]["uid"] == second.session_id
 
 
+@pytest.mark.extension("close_codes")
 async def test_max_connection_time_disconnects_with_1001(small_server, jfk) -> None:
-    transcript = await wire.stream(small_server.ws_url, jfk, speed=1.0, uid="long",
+    transcript = await wire.stream(small_server.ws_url, jfk, speed=1.0, uid=wire.uid("long"),
                                    headers=small_server.auth_headers())
     assert [m.kind for _, m in transcript.messages][-1] == "disconnect"
     assert transcript.close_code == CloseCode.GOING_AWAY
@@ -107,6 +110,7 @@ async def test_max_connection_time_disconnects_with_1001(small_server, jfk) -> N
 
 
 @pytest.mark.parametrize("how", ["bearer", "token"])
+@pytest.mark.extension("end_of_transcript")
 async def test_api_key_accepted(keyed_server, jfk, how) -> None:
     url, headers = keyed_server.ws_url, {}
     if how == "bearer":
@@ -132,6 +136,7 @@ async def test_api_key_refused_before_upgrade(keyed_server, query, headers) -> N
     assert b"API key" in caught.value.response.body
 
 
+@pytest.mark.extension("status", "readyz", "metrics")
 def test_status_needs_the_key_but_health_does_not(keyed_server) -> None:
     assert keyed_server.get("/status", headers={"Authorization": ""})[0] == 401
     assert keyed_server.get("/metrics", headers={"Authorization": ""})[0] == 401
@@ -142,6 +147,7 @@ def test_status_needs_the_key_but_health_does_not(keyed_server) -> None:
     assert keyed_server.get("/readyz", headers={"Authorization": ""})[0] == 200
 
 
+@pytest.mark.extension("end_of_transcript")
 async def test_the_client_sends_the_key(keyed_server, client_factory, jfk) -> None:
     client = client_factory(server=keyed_server)  # the factory passes the server's key
     await client.connect()
@@ -149,6 +155,7 @@ async def test_the_client_sends_the_key(keyed_server, client_factory, jfk) -> No
     assert await client.finish()
 
 
+@pytest.mark.extension("end_of_transcript")
 async def test_without_a_key_anyone_may_connect(server_factory, jfk) -> None:
     open_server = server_factory(api_key=None)
     assert open_server.get("/status")[0] == 200
@@ -171,12 +178,13 @@ def silent_client(server) -> socket.socket:
     sock.sendall(b"".join(proto.data_to_send()))
     while not any(isinstance(e, Response) for e in proto.events_received()):
         proto.receive_data(sock.recv(4096))
-    proto.send_text(json.dumps(wire.config(uid="silent")).encode())
+    proto.send_text(json.dumps(wire.config(uid=wire.uid("silent"))).encode())
     proto.send_binary(protocol.encode_audio(np.zeros(1600, dtype=np.float32)))
     sock.sendall(b"".join(proto.data_to_send()))
     return sock
 
 
+@pytest.mark.extension("status")
 def test_client_that_goes_silent_is_freed_within_the_keepalive(server_factory) -> None:
     srv = server_factory(ping_interval=1, ping_timeout=1)
     with closing(silent_client(srv)):

@@ -25,6 +25,7 @@ from earshot.client import (
     ConnectionState,
     ServerRejected,
 )
+from earshot.client.core import PROCESS_PREFIX
 from earshot.testing import wire
 from earshot.testing.proxy import Timeout
 from earshot.testing.waiting import (
@@ -41,6 +42,7 @@ SHORT = 32000  # 2 s of audio
 HOLD = Timeout(0)  # the proxy holds every byte of that direction, forever
 
 
+@pytest.mark.extension("end_of_transcript", "session_id")
 async def test_a_full_session_walks_the_designed_states(idle_server, client_factory, jfk) -> None:
     seen = []
     client = client_factory(on_state=seen.append)
@@ -60,21 +62,23 @@ async def test_a_full_session_walks_the_designed_states(idle_server, client_fact
     assert client.history == seen
 
 
+@pytest.mark.extension("session_id")
 async def test_handshake_gives_server_ready_with_a_session_id(idle_server) -> None:
     async with connect(idle_server.ws_url, additional_headers=idle_server.auth_headers()) as ws:
-        await ws.send(json.dumps(wire.config(uid="hello")))
+        await ws.send(json.dumps(wire.config(uid=wire.uid("hello"))))
         ready = protocol.parse_server_message(await ws.recv())
     assert ready.kind == "ready"
-    assert ready.data["uid"] == "hello"
+    assert ready.data["uid"] == wire.uid("hello")
     assert ready.data["backend"] == "faster_whisper"
     assert len(ready.data["session_id"]) == 32
 
 
+@pytest.mark.extension("session_id")
 async def test_session_ids_are_unique_per_connection(idle_server) -> None:
     async def session_id() -> str:
         async with connect(idle_server.ws_url,
                            additional_headers=idle_server.auth_headers()) as ws:
-            await ws.send(json.dumps(wire.config(uid="same")))
+            await ws.send(json.dumps(wire.config(uid=wire.uid("same"))))
             return protocol.parse_server_message(await ws.recv()).data["session_id"]
 
     ids = await asyncio.gather(*(session_id() for _ in range(8)))
@@ -106,6 +110,7 @@ async def _hold_in_connected(client: AsyncTranscriptionClient, proxy) -> asyncio
 
 @pytest.mark.parametrize("state", ["never connected", "connecting", "connected", "ready",
                                    "streaming", "closing", "lost", "closed"])
+@pytest.mark.extension("status")
 async def test_close_from_each_state_ends_disconnected(idle_server, proxy, client_factory,
                                                        jfk, state) -> None:
     client = client_factory(f"ws://127.0.0.1:{proxy.port}", open_timeout=30)
@@ -144,6 +149,7 @@ async def test_close_from_each_state_ends_disconnected(idle_server, proxy, clien
         await wait_for_sessions_async(idle_server, 0, uids={uid})
 
 
+@pytest.mark.extension("status")
 async def test_close_from_inside_a_callback(idle_server, client_factory, jfk) -> None:
     async def close_on_first_text(client: AsyncTranscriptionClient) -> None:
         await client.close()
@@ -163,6 +169,7 @@ async def test_close_from_inside_a_callback(idle_server, client_factory, jfk) ->
 # -- the server frees what the client leaves -----------------------------------------------
 
 
+@pytest.mark.extension("status", "session_id")
 async def test_server_frees_the_session_after_a_client_close(idle_server, client_factory,
                                                              jfk) -> None:
     client = client_factory()
@@ -178,7 +185,9 @@ async def test_server_frees_the_session_after_a_client_close(idle_server, client
 CRASHING_CLIENT = """
 import asyncio, sys
 from earshot import audio
-from earshot.client import AsyncTranscriptionClient
+from earshot.client import AsyncTranscriptionClient, core
+
+core.PROCESS_PREFIX = sys.argv[3]  # its session counts as the test run's own
 
 async def main():
     client = AsyncTranscriptionClient(sys.argv[1], api_key=sys.argv[2] or None)
@@ -190,9 +199,11 @@ asyncio.run(main())
 """
 
 
+@pytest.mark.extension("status")
 async def test_server_frees_the_session_after_a_client_crash(idle_server) -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-c", CRASHING_CLIENT, idle_server.ws_url, idle_server.api_key or "",
+        PROCESS_PREFIX,
         stdout=asyncio.subprocess.PIPE,
     )
     try:
@@ -208,6 +219,7 @@ async def test_server_frees_the_session_after_a_client_crash(idle_server) -> Non
     await wait_for_sessions_async(idle_server, 0, uids={uid}, timeout=5)
 
 
+@pytest.mark.extension("status")
 async def test_server_frees_the_session_after_a_network_cut(idle_server, proxy,
                                                             client_factory, jfk) -> None:
     client = client_factory(f"ws://127.0.0.1:{proxy.port}")
@@ -221,9 +233,10 @@ async def test_server_frees_the_session_after_a_network_cut(idle_server, proxy,
     assert client.state is S.DISCONNECTED
 
 
+@pytest.mark.extension("status", "session_id")
 async def test_status_lists_a_streaming_session_then_drops_it(idle_server, jfk) -> None:
     async with connect(idle_server.ws_url, additional_headers=idle_server.auth_headers()) as ws:
-        await ws.send(json.dumps(wire.config(uid="watched")))
+        await ws.send(json.dumps(wire.config(uid=wire.uid("watched"))))
         session_id = protocol.parse_server_message(await ws.recv()).data["session_id"]
         await ws.send(protocol.encode_audio(jfk[:SHORT]))
         status = await eventually_async(
@@ -231,16 +244,17 @@ async def test_status_lists_a_streaming_session_then_drops_it(idle_server, jfk) 
             lambda s: any(x["audio_seconds"] >= 2.0 for x in s["sessions"]),
             description="the session's 2 s of audio in /status",
         )
-    [session] = [s for s in status["sessions"] if s["uid"] == "watched"]
+    [session] = [s for s in status["sessions"] if s["uid"] == wire.uid("watched")]
     assert session["session_id"] == session_id
     assert session["age_seconds"] > 0 and session["backlog_seconds"] >= 0
     assert status["capacity"]["active"] >= 1
-    await wait_for_sessions_async(idle_server, 0, uids={"watched"})
+    await wait_for_sessions_async(idle_server, 0, uids={wire.uid("watched")})
 
 
 # -- what the server says, typed ---------------------------------------------------------------
 
 
+@pytest.mark.extension("close_codes")
 async def test_error_is_a_typed_error_with_the_servers_text(server, client_factory) -> None:
     client = client_factory(language="xx")
     with pytest.raises(ServerRejected) as caught:
@@ -250,6 +264,7 @@ async def test_error_is_a_typed_error_with_the_servers_text(server, client_facto
     assert client.state is S.DISCONNECTED
 
 
+@pytest.mark.extension("close_codes")
 async def test_error_mid_stream_surfaces_on_the_next_call(idle_server, client_factory) -> None:
     client = client_factory()
     await client.connect()
@@ -262,6 +277,7 @@ async def test_error_mid_stream_surfaces_on_the_next_call(idle_server, client_fa
 # -- HTTP and logs ---------------------------------------------------------------------------------
 
 
+@pytest.mark.extension("readyz", "status", "metrics")
 def test_http_endpoints(server, device) -> None:
     assert server.get("/healthz") == (200, b"ok\n")
     assert server.get("/readyz") == (200, b"ready\n")
@@ -277,12 +293,13 @@ def test_http_endpoints(server, device) -> None:
     assert code == 404 and b"/status" in body
 
 
+@pytest.mark.extension("session_id")
 async def test_one_log_line_per_connection_event_with_ids(idle_server, pytestconfig,
                                                           jfk) -> None:
     if pytestconfig.getoption("earshot_target") == "url":
         pytest.skip("a deployment's log is not readable from here")
-    transcript = await wire.stream(idle_server.ws_url, jfk[:16000], speed=None, uid="logged",
-                                   headers=idle_server.auth_headers())
+    transcript = await wire.stream(idle_server.ws_url, jfk[:16000], speed=None,
+                                   uid=wire.uid("logged"), headers=idle_server.auth_headers())
     sid = transcript.session_id
     lines = await asyncio.to_thread(
         eventually,
@@ -290,13 +307,14 @@ async def test_one_log_line_per_connection_event_with_ids(idle_server, pytestcon
         lambda found: len(found) >= 2,
         description="start and end log lines for the session",
     )
-    assert "session started" in lines[0] and "uid=logged" in lines[0]
+    assert "session started" in lines[0] and f"uid={wire.uid('logged')}" in lines[0]
     assert "session ended" in lines[-1] and "outcome=complete" in lines[-1]
 
 
 # -- the synchronous client -------------------------------------------------------------------
 
 
+@pytest.mark.extension("end_of_transcript")
 def test_sync_client_transcribes_and_leaves_no_thread(idle_server, sync_client_factory,
                                                       manifest) -> None:
     before = set(threading.enumerate())
@@ -311,6 +329,7 @@ def test_sync_client_transcribes_and_leaves_no_thread(idle_server, sync_client_f
     assert set(threading.enumerate()) <= before
 
 
+@pytest.mark.extension("status")
 def test_sync_close_from_a_callback_ends_thread_and_loop(idle_server, sync_client_factory,
                                                          jfk) -> None:
     holder: list = []

@@ -44,7 +44,7 @@ def test_the_container_is_labelled_and_published_on_loopback_only(server, server
 
 async def test_stop_drains_the_session_and_exits_0(container) -> None:
     async with connect(container.ws_url, additional_headers=container.auth_headers()) as ws:
-        await ws.send(json.dumps(wire.config(uid="drained")))
+        await ws.send(json.dumps(wire.config(uid=wire.uid("drained"))))
         assert protocol.parse_server_message(await ws.recv()).kind == "ready"
         await ws.send(protocol.encode_audio(audio.load_clip(JFK)[:32000]))
         result: dict[str, float | int] = {}

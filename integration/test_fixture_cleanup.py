@@ -58,6 +58,7 @@ async def _cycle(url: str, api_key: str | None, audio) -> None:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.extension("status")
 async def test_fifty_sessions_grow_nothing(idle_server, jfk) -> None:
     audio = jfk[:8000]
     for _ in range(WARMUP):

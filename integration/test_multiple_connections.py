@@ -7,6 +7,8 @@ import asyncio
 import itertools
 import threading
 
+import pytest
+
 from earshot.client import (
     AsyncTranscriptionClient,
     ConnectionLost,
@@ -24,6 +26,7 @@ def server_sessions(status: dict) -> dict[str, str]:
     return {s["uid"]: s["session_id"] for s in status["sessions"]}
 
 
+@pytest.mark.extension("status", "session_id")
 async def test_client_and_session_ids(idle_server, client_factory, jfk) -> None:
     """client_id stays; each connection is a new session, with a new id on both sides,
     and the server lists it under the uid the client sent."""
@@ -42,6 +45,7 @@ async def test_client_and_session_ids(idle_server, client_factory, jfk) -> None:
     assert client.client_id == client_id
 
 
+@pytest.mark.extension("status")
 async def test_instance_tracking(idle_server, client_factory) -> None:
     """The registry lists every client made and not closed, connected or not."""
     clients = [client_factory() for _ in range(3)]
@@ -55,6 +59,7 @@ async def test_instance_tracking(idle_server, client_factory) -> None:
     await wait_for_sessions_async(idle_server, 1, uids={c.session_id for c in clients[:2]})
 
 
+@pytest.mark.extension("status")
 async def test_cleanup_all_instances(idle_server, client_factory, jfk) -> None:
     """close_all() ends five streaming clients at once; the server frees their sessions."""
     clients = [client_factory() for _ in range(5)]
@@ -70,6 +75,7 @@ async def test_cleanup_all_instances(idle_server, client_factory, jfk) -> None:
     await wait_for_sessions_async(idle_server, 0, uids=uids)
 
 
+@pytest.mark.extension("session_id")
 async def test_connection_throttling(idle_server, client_factory) -> None:
     """Attempts of one client are at least min_connect_interval apart, each a session."""
     client = client_factory(min_connect_interval=0.3)
@@ -86,6 +92,7 @@ async def test_connection_throttling(idle_server, client_factory) -> None:
     assert len(set(server_ids)) == 3
 
 
+@pytest.mark.extension("end_of_transcript")
 def test_parallel_connections(idle_server, sync_client_factory, jfk) -> None:
     """Five synchronous clients stream at once; closing them all in parallel is
     bounded, leaves no thread and no server session (seed 001's teardown hang)."""
@@ -101,6 +108,7 @@ def test_parallel_connections(idle_server, sync_client_factory, jfk) -> None:
     assert set(threading.enumerate()) <= before
 
 
+@pytest.mark.extension("status", "session_id")
 async def test_reconnection_with_new_session(idle_server, client_factory, jfk) -> None:
     """Reconnecting at once: the server frees the old session, the new one has a new
     id on both sides, and the old id is never reused."""

@@ -22,6 +22,9 @@ from earshot.testing.proxy import PROFILES, Bandwidth, Blackhole, Proxy, ResetPe
 from earshot.testing.waiting import eventually_async, wait_for_sessions_async
 from earshot.testing.wer import wer
 
+# Every scenario here ends in the client's finish(), which waits for END_OF_TRANSCRIPT.
+pytestmark = pytest.mark.extension("end_of_transcript")
+
 S = ConnectionState
 POLICY = ReconnectPolicy(attempts=100, deadline=30, initial=0.05, maximum=0.3)
 

@@ -228,3 +228,108 @@ def test_fails(server_factory):
 """)
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(["*earshot log of the test's own server 0*", "*listening*"])
+
+
+# -- a shared or foreign server (the url target) --------------------------------------
+
+SHARED = """
+import json, subprocess, sys
+import pytest
+from websockets.sync.client import connect
+from earshot.testing import wire
+from earshot.testing.local import LocalServer
+from earshot.testing.targets import UrlServer
+from earshot.testing.waiting import wait_for_sessions
+
+# Another user of the deployment: a process of its own that connects when told.
+OTHER_USER = (
+    "import json, sys\\n"
+    "from websockets.sync.client import connect\\n"
+    "sys.stdin.readline()\\n"
+    "with connect(sys.argv[1]) as ws:\\n"
+    "    ws.send(json.dumps({'uid': 'another-user'}))\\n"
+    "    ws.recv()\\n"
+    "    sys.stdin.read()\\n"
+)
+kept = []
+
+@pytest.fixture(scope="session")
+def deployment():
+    with LocalServer() as srv:
+        yield srv
+
+@pytest.fixture(scope="session")
+def server(deployment):  # reached by its URL: a shared server
+    return UrlServer(deployment.ws_url)
+
+@pytest.fixture(scope="session")
+def other_user(deployment):
+    other = subprocess.Popen([sys.executable, "-c", OTHER_USER, deployment.ws_url],
+                             stdin=subprocess.PIPE, text=True)
+    yield other
+    other.stdin.close()
+    other.wait(10)
+
+def test_another_user_connects_meanwhile(other_user, idle_server):
+    other_user.stdin.write("connect\\n")
+    other_user.stdin.flush()
+    wait_for_sessions(idle_server, 1, uids={"another-user"})
+
+def test_own_session_left_open(other_user, idle_server):
+    ws = connect(idle_server.ws_url)
+    ws.send(json.dumps({"uid": wire.uid("mine")}))
+    ws.recv()
+    kept.append(ws)
+
+@pytest.mark.leaks_allowed("closes what the tests left")
+def test_cleanup():
+    for ws in kept:
+        ws.close()
+"""
+
+
+def test_another_users_session_on_a_shared_server_is_not_a_leak(suite) -> None:
+    result = run(suite, SHARED)
+    result.assert_outcomes(passed=3, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_own_session_left_open*",
+                                 "*server session uid=*-mine*"])
+    result.stdout.no_fnmatch_line("*uid=another-user*")
+
+
+def test_a_server_without_status_skips_what_needs_it_and_says_so_once(suite) -> None:
+    result = run(suite, """
+import asyncio, json, threading
+import pytest
+from websockets.sync.server import serve
+from earshot.testing.targets import UrlServer
+
+def handler(ws):  # stand-in: WhisperLive's core only, no HTTP endpoints
+    uid = json.loads(ws.recv())["uid"]
+    ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "faster_whisper"}))
+    for frame in ws:
+        if frame == b"END_OF_AUDIO":
+            break
+    ws.close()
+
+@pytest.fixture(scope="session")
+def server():
+    with serve(handler, "127.0.0.1", 0) as standin:
+        thread = threading.Thread(target=standin.serve_forever)
+        thread.start()
+        yield UrlServer(f"ws://127.0.0.1:{standin.socket.getsockname()[1]}")
+        standin.shutdown()
+        thread.join(10)
+
+def test_core(idle_server):
+    pass
+
+def test_core_again(idle_server):
+    pass
+
+@pytest.mark.extension("status")
+def test_needs_status(idle_server):
+    raise AssertionError("must not run")
+""")
+    result.assert_outcomes(passed=2, skipped=1)
+    result.stdout.fnmatch_lines(["*not offered: status (GET /status: HTTP 426*"])
+    assert result.stdout.str().count("no /status on this server") == 1

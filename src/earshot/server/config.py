@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from earshot.server.engine import DEVICES, looks_like_path
+from earshot.server.engine import DEVICES, cuda_problem, looks_like_path
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -121,6 +121,8 @@ def validate(config: ServerConfig) -> ServerConfig:
     """Reject values the server cannot run with, naming the option."""
     if config.device not in DEVICES:
         raise ConfigError(f"--device: unknown device {config.device!r}; use {', '.join(DEVICES)}")
+    if config.device == "cuda" and (problem := cuda_problem()):
+        raise ConfigError(f"--device cuda: {problem}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port: {config.port} is not a port number (0-65535)")
     positive = ("workers", "beam_size", "max_clients", "max_frame_bytes")

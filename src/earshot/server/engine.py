@@ -72,6 +72,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cuda_problem() -> str | None:
+    """Why ``--device cuda`` cannot run here, or None when CTranslate2 sees a GPU."""
+    if ctranslate2.get_cuda_device_count() > 0:
+        return None
+    return ("no CUDA GPU found (CTranslate2 sees none: no NVIDIA GPU or driver here, "
+            "or a container started without the GPU); use --device auto or cpu")
+
+
 def resolve_compute_type(compute_type: str, device: str) -> str:
     """``auto`` means float16 on CUDA and int8 on CPU."""
     if compute_type == "auto":

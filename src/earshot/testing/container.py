@@ -45,14 +45,14 @@ class ContainerNotReady(RuntimeError):
     """The server in the container did not become ready; the text says what was seen."""
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A port on 127.0.0.1 that nothing listens on now (the engine binds it next)."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return int(probe.getsockname()[1])
 
 
-def _ryuk_available() -> bool:
+def ryuk_available() -> bool:
     """Ryuk (testcontainers' reaper) needs its image; without a registry it is absent."""
     client = docker.from_env()
     try:
@@ -64,7 +64,7 @@ def _ryuk_available() -> bool:
         client.close()
 
 
-def _releasing(method: F) -> F:
+def releasing(method: F) -> F:
     """Close the Docker API's pooled connections after the call.
 
     The pool's sockets would otherwise stay open between calls, and a test's
@@ -98,7 +98,7 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
     ) -> None:
         """``settings`` are server options by name (``max_clients=1``, ``device="cpu"``),
         passed as the server's ``EARSHOT_*`` variables; ``env`` adds raw variables."""
-        if not _ryuk_available():
+        if not ryuk_available():
             # Without its image Ryuk cannot start; our own label sweep cleans up.
             testcontainers_config.ryuk_disabled = True
         super().__init__(image or ensure_image("cuda" if gpu else "cpu"))
@@ -107,7 +107,7 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
         self.api_key = api_key
         self.startup_timeout = startup_timeout
         # Loopback only, on a port fixed for this object's life (see the module's text).
-        self.port = _free_port()
+        self.port = free_port()
         self.ports[f"{PORT}/tcp"] = ("127.0.0.1", self.port)
         kwargs: dict[str, Any] = {"labels": {LABEL: "true", OWNER: str(os.getpid())}}
         if gpu:
@@ -118,7 +118,7 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
 
     # -- lifecycle ---------------------------------------------------------
 
-    @_releasing
+    @releasing
     def start(self) -> WhisperLiveContainer:
         """Create and start the container, or start it again after stop()."""
         if self._container is None:
@@ -128,27 +128,27 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
         self.wait_ready()
         return self
 
-    @_releasing
+    @releasing
     def stop(self, timeout: float = 10.0) -> int:  # type: ignore[override]
         """SIGTERM (the server drains), wait; returns the exit code. Not removed."""
         container = self._require()
         container.stop(timeout=int(timeout))
         return int(container.wait(timeout=timeout + 5)["StatusCode"])
 
-    @_releasing
+    @releasing
     def restart(self, timeout: float = 10.0) -> None:
         self._require().restart(timeout=int(timeout))
         self.wait_ready()
 
-    @_releasing
+    @releasing
     def pause(self) -> None:
         self._require().pause()
 
-    @_releasing
+    @releasing
     def unpause(self) -> None:
         self._require().unpause()
 
-    @_releasing
+    @releasing
     def kill(self, signal: str = "SIGKILL") -> None:
         self._require().kill(signal=signal)
 
@@ -167,7 +167,7 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
 
     # -- readiness ---------------------------------------------------------
 
-    @_releasing
+    @releasing
     def wait_ready(self) -> None:
         """Poll /readyz until 200, under a deadline; fail with state and logs."""
 
@@ -207,26 +207,26 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
     # which this class does not use); Docker's state is get_wrapped_container().status.
     status = HttpEndpoints.status  # type: ignore[assignment]
 
-    @_releasing
+    @releasing
     def port_bindings(self) -> list[dict[str, str]]:
         """How Docker publishes the server's port (HostIp, HostPort), as it reports it."""
         container = self._require()
         container.reload()
         return container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
 
-    @_releasing
+    @releasing
     def memory_usage(self) -> int:
         """Bytes of memory the engine accounts to the container now (its cgroup's usage)."""
         return int(self._require().stats(stream=False)["memory_stats"]["usage"])
 
-    @_releasing
+    @releasing
     def exit_code(self) -> int | None:
         container = self._require()
         container.reload()
         state = container.attrs["State"]
         return None if state["Running"] else int(state["ExitCode"])
 
-    @_releasing
+    @releasing
     def log_text(self) -> str:
         stdout, stderr = self.get_logs()
         return (stdout + stderr).decode(errors="replace")

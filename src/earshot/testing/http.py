@@ -19,6 +19,8 @@ class HttpEndpoints:
     host: str
     port: int | None
     api_key: str | None = None  # sent with every request (and by the suite's clients)
+    # A deployment others use too: a test run counts only its own sessions there.
+    shared: bool = False
 
     @property
     def ws_url(self) -> str:
@@ -52,3 +54,11 @@ class HttpEndpoints:
         if code != 200:
             raise RuntimeError(f"/status answered {code}: {body[:200]!r}")
         return json.loads(body)
+
+    def own_sessions(self, status: dict[str, Any]) -> list[dict[str, Any]]:
+        """The sessions of a /status answer this test run may count: all of them
+        on a server of its own, only those with this process's uids on a shared one."""
+        from earshot.testing.wire import is_own  # the client's ids mark them
+
+        sessions: list[dict[str, Any]] = status["sessions"]
+        return [s for s in sessions if is_own(s["uid"])] if self.shared else sessions

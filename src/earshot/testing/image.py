@@ -30,7 +30,7 @@ class ImageError(RuntimeError):
     """The image could not be built; the text says why."""
 
 
-def _say(message: str) -> None:
+def say(message: str) -> None:
     print(f"==> {message}", file=sys.stderr, flush=True)
 
 
@@ -54,7 +54,7 @@ def ensure_base() -> str:
     return result.stdout.strip().splitlines()[-1]
 
 
-def _image_id(name: str) -> str | None:
+def image_id(name: str) -> str | None:
     result = _run(["docker", "image", "inspect", "-f", "{{.Id}}", name], capture_output=True)
     return result.stdout.strip() if result.returncode == 0 else None
 
@@ -81,11 +81,11 @@ def ensure_image(variant: str = "cpu") -> str:
         raise ImageError(f"{DOCKERFILE} not found: build the image from an earshot checkout")
     ensure_engine()
     base = ensure_base()
-    base_id = _image_id(base) or base
+    base_id = image_id(base) or base
     tag = f"{REPOSITORY}:{variant}-{input_digest(variant, base_id)[:12]}"
-    if _image_id(tag):
+    if image_id(tag):
         return tag
-    _say(f"building {tag} on {base} (a few minutes the first time)")
+    say(f"building {tag} on {base} (a few minutes the first time)")
     build = [
         "docker", "build", "--network", "host", "--file", str(DOCKERFILE),
         "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VARIANT={variant}",

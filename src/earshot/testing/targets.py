@@ -36,9 +36,11 @@ def as_env(settings: Mapping[str, object]) -> dict[str, str]:
 
 
 class UrlServer(HttpEndpoints):
-    """An existing deployment, for pre-release validation. Not controllable."""
+    """An existing deployment, for pre-release validation. Not controllable, and
+    shared: others' sessions may come and go on it, so a run counts only its own."""
 
     controllable = False
+    shared = True
 
     def __init__(self, url: str, api_key: str | None = None) -> None:
         parts = urlsplit(url)

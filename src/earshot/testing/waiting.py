@@ -132,18 +132,22 @@ async def eventually_async(
 # block the event loop, and with it the very clients whose progress it awaits.
 
 
-def _sessions_match(count: int, uids: set[str] | None) -> Callable[[dict[str, Any]], bool]:
+def _sessions_match(server: Any, count: int,
+                    uids: set[str] | None) -> Callable[[dict[str, Any]], bool]:
     def check(status: dict[str, Any]) -> bool:
-        sessions = status["sessions"]
+        sessions = server.own_sessions(status)
         if uids is not None:
-            sessions = [s for s in sessions if s["uid"] in uids]
+            sessions = [s for s in status["sessions"] if s["uid"] in uids]
         return len(sessions) == count
 
     return check
 
 
-def _sessions_what(count: int, uids: set[str] | None) -> str:
-    among = f" among uids {sorted(uids)}" if uids is not None else ""
+def _sessions_what(server: Any, count: int, uids: set[str] | None) -> str:
+    if uids is not None:
+        among = f" among uids {sorted(uids)}"
+    else:
+        among = " of this run's own" if getattr(server, "shared", False) else ""
     return f"{count} session(s){among} in the server's /status"
 
 
@@ -151,9 +155,10 @@ def wait_for_sessions(
     server: Any, count: int, timeout: float = 10.0, headers: Mapping[str, str] | None = None,
     *, uids: set[str] | None = None,
 ) -> dict[str, Any]:
-    """Until the server's /status lists exactly ``count`` sessions (of ``uids``, if given)."""
-    return eventually(lambda: server.status(headers), _sessions_match(count, uids),
-                      timeout=timeout, description=_sessions_what(count, uids))
+    """Until the server's /status lists exactly ``count`` sessions: of ``uids`` if
+    given, else of this run's own on a shared server (a deployment), else all."""
+    return eventually(lambda: server.status(headers), _sessions_match(server, count, uids),
+                      timeout=timeout, description=_sessions_what(server, count, uids))
 
 
 async def wait_for_sessions_async(
@@ -162,8 +167,8 @@ async def wait_for_sessions_async(
 ) -> dict[str, Any]:
     """``wait_for_sessions`` inside an event loop (each /status call on a thread)."""
     return await eventually_async(lambda: asyncio.to_thread(server.status, headers),
-                                  _sessions_match(count, uids), timeout=timeout,
-                                  description=_sessions_what(count, uids))
+                                  _sessions_match(server, count, uids), timeout=timeout,
+                                  description=_sessions_what(server, count, uids))
 
 
 def wait_for_state(client: Any, state: Any, timeout: float = 10.0) -> Any:

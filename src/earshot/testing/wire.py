@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,7 +19,22 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from earshot import audio, protocol
+from earshot.client.core import PROCESS_PREFIX, new_id
 from earshot.protocol import AudioFormat, Segment, ServerMessage
+
+# After END_OF_AUDIO, a server silent this long has said all it will say.
+QUIET_SECONDS = 10.0
+
+
+def uid(name: str) -> str:
+    """A readable uid that still marks the session as this process's own."""
+    return f"{PROCESS_PREFIX}-{name}"
+
+
+def is_own(uid: str) -> bool:
+    """Whether this process sent ``uid`` (through the client or these helpers):
+    on a shared server, the sessions a test run may count as its own."""
+    return uid.startswith(PROCESS_PREFIX)
 
 
 @dataclass
@@ -32,6 +46,7 @@ class Transcript:
     end_of_audio_at: float | None = None
     close_code: int | None = None
     close_reason: str = ""
+    closed_at: float | None = None  # when the connection ended (None: still open)
 
     def of_kind(self, kind: str) -> list[ServerMessage]:
         return [m for _, m in self.messages if m.kind == kind]
@@ -62,6 +77,18 @@ class Transcript:
         return " ".join(s.text.strip() for s in self.completed)
 
     @property
+    def heard(self) -> str:
+        """The completed segments plus the latest update's unfinished ones: all the
+        text a client has, also from a server that never marks its last segment
+        completed (one without END_OF_TRANSCRIPT)."""
+        updates = self.of_kind("segments")
+        done = self.completed
+        last_end = done[-1].end if done else -1.0
+        tail = [s for s in (updates[-1].segments if updates else [])
+                if not s.completed and s.start >= last_end - 0.05]
+        return " ".join(s.text.strip() for s in [*done, *tail] if s.text.strip())
+
+    @property
     def final(self) -> bool:
         return bool(self.of_kind("end"))
 
@@ -72,7 +99,7 @@ class Transcript:
 def config(uid: str | None = None, **overrides: Any) -> dict[str, Any]:
     """The config WhisperLive 0.10's client sends, with ``overrides`` applied."""
     data = {
-        "uid": uid or str(uuid.uuid4()),
+        "uid": uid or new_id(),
         "language": "en",
         "task": "transcribe",
         "model": "tiny.en",
@@ -90,6 +117,7 @@ async def receive_all(ws: ClientConnection, transcript: Transcript) -> None:
     """Collect every message until the server closes."""
     async for frame in ws:
         transcript.messages.append((time.monotonic(), protocol.parse_server_message(frame)))
+    transcript.closed_at = time.monotonic()
 
 
 async def stream(
@@ -101,10 +129,13 @@ async def stream(
     audio_format: AudioFormat = AudioFormat.FLOAT32,
     headers: Mapping[str, str] | None = None,
     timeout: float = 120.0,
+    quiet: float = QUIET_SECONDS,
     **config_overrides: Any,
 ) -> Transcript:
     """Stream ``samples`` (paced at ``speed`` x real time; None: as fast as possible),
-    send END_OF_AUDIO and collect replies until the server closes."""
+    send END_OF_AUDIO and collect replies until the server closes, or until it
+    has sent nothing for ``quiet`` seconds (a server without END_OF_TRANSCRIPT
+    may never close; ``close_code`` then stays None)."""
     transcript = Transcript()
     cfg = config(**config_overrides)
     if audio_format is not AudioFormat.FLOAT32:
@@ -121,13 +152,27 @@ async def stream(
             receiver = asyncio.create_task(receive_all(ws, transcript))
             try:
                 await _send_audio(ws, transcript, samples, speed, chunk_ms, audio_format)
-                await receiver
+                await _closed_or_quiet(receiver, transcript, quiet)
             finally:
                 receiver.cancel()
                 await asyncio.gather(receiver, return_exceptions=True)
         transcript.close_code = ws.close_code
         transcript.close_reason = ws.close_reason or ""
     return transcript
+
+
+async def _closed_or_quiet(receiver: asyncio.Task[None], transcript: Transcript,
+                           quiet: float) -> None:
+    """Until the receiver ends (the server closed) or a ``quiet`` window passes
+    without a message."""
+    while True:
+        seen = len(transcript.messages)
+        done, _ = await asyncio.wait({receiver}, timeout=quiet)
+        if done:
+            receiver.result()
+            return
+        if len(transcript.messages) == seen:
+            return
 
 
 async def _send_audio(

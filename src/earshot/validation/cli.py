@@ -1,0 +1,203 @@
+"""``make validate``: ship or don't ship, with the evidence in ``reports/<UTC time>/``.
+
+    python -m earshot.validation                       # earshot's server image
+    python -m earshot.validation --target ws://HOST:PORT [--api-key KEY]
+    python -m earshot.validation --peer                # upstream WhisperLive 0.10
+
+Order: read ``validation.toml``; start (or reach) the server and probe it
+(what it offers; an untestable target stops here with one line and exit 2);
+run the scenario suite in a pytest subprocess; measure clips, concurrent
+streams and network profiles; write the report. The report is assembled in
+``reports/<time>.incomplete/`` and renamed to ``reports/<time>/`` only when it
+is whole, so an interrupted run leaves a folder marked incomplete, never a
+report that looks finished. Exit 0: SHIP; 1: DO NOT SHIP; 2: the run could
+not be made (bad target, bad thresholds file, the suite could not run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from earshot.testing import machine
+from earshot.testing.offers import Offers, TargetError, probe
+from earshot.testing.proxy import PROFILES
+from earshot.validation import measure, report, suite
+from earshot.validation.progress import Progress
+from earshot.validation.thresholds import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[3]
+PHASES = ("suite", "clips", "concurrency", "network")
+
+
+@dataclass
+class Target:
+    server: Any  # what the harness's targets offer: ws_url, host, port, auth_headers()...
+    label: str  # how the report names it
+    suite_args: list[str]
+    container_id: str | None  # for the engine's stats; None for a deployment
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m earshot.validation",
+                                     description=__doc__.split("\n\n")[0])
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--target", metavar="WS_URL",
+                       help="a deployment, ws://HOST:PORT (default: earshot's server image)")
+    where.add_argument("--peer", action="store_true",
+                       help="upstream WhisperLive 0.10 in the peer image (make peer-image)")
+    parser.add_argument("--api-key", default=None, help="API key the server needs")
+    parser.add_argument("--config", type=Path, default=ROOT / "validation.toml",
+                        help="thresholds file (default: validation.toml)")
+    parser.add_argument("--reports", type=Path, default=ROOT / "reports",
+                        help="where report folders go (default: reports/)")
+    parser.add_argument("--phases", default=",".join(PHASES),
+                        help=f"comma-separated subset of {','.join(PHASES)} (default: all)")
+    return parser.parse_args(argv)
+
+
+@contextmanager
+def open_target(args: argparse.Namespace) -> Iterator[Target]:
+    """Start or reach the server for the whole run; stop what was started."""
+    key = ["--earshot-api-key", args.api_key] if args.api_key else []
+    if args.target:
+        from earshot.testing.targets import UrlServer
+
+        server = UrlServer(args.target, args.api_key)  # ValueError: not a ws:// URL
+        yield Target(server, f"{args.target} (a deployment)",
+                     ["--earshot-target", "url", "--earshot-url", args.target, *key], None)
+    elif args.peer:
+        from earshot.testing.peer import PeerContainer, build_peer_image
+
+        # As many sessions as the suite's shared earshot server allows (fixtures/server.py).
+        with PeerContainer(build_peer_image(), max_clients=16) as server:
+            yield Target(server, "upstream WhisperLive 0.10 (peer image, its own container)",
+                         ["--earshot-target", "url", "--earshot-url", server.ws_url],
+                         server.get_wrapped_container().id)
+    else:
+        from earshot.testing.container import WhisperLiveContainer
+        from earshot.testing.image import ensure_image
+
+        with WhisperLiveContainer(ensure_image(), api_key=args.api_key) as server:
+            yield Target(server, "earshot's server image (each suite test on its own target "
+                                 "as under make integration)",
+                         ["--earshot-target", "container", *key],
+                         server.get_wrapped_container().id)
+
+
+def server_words(target: Target, offers: Offers) -> str:
+    if "status" in offers.offered:
+        try:
+            status = target.server.status()
+            return (f"{target.label}; model {status.get('model')} on {status.get('device')} "
+                    f"({status.get('compute_type')}), version {status.get('version')}")
+        except Exception as exc:  # the report still says what the target is
+            return f"{target.label}; /status failed: {exc}"
+    return f"{target.label}; no /status"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        return validate(args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def validate(args: argparse.Namespace) -> int:
+    """One validation run; the exit code (see the module's text)."""
+    phases = [p.strip() for p in args.phases.split(",") if p.strip()]
+    unknown = [p for p in phases if p not in PHASES]
+    try:
+        if unknown:
+            raise ConfigError(f"--phases: unknown phase {unknown[0]!r} "
+                              f"(known: {', '.join(PHASES)})")
+        thresholds = load(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc))
+    started, t0 = datetime.now(UTC), time.monotonic()
+    with ExitStack() as stack:
+        try:
+            target = stack.enter_context(open_target(args))
+            offers = probe(target.server.ws_url, target.server.http_url,
+                           target.server.auth_headers())
+        except (TargetError, ValueError) as exc:
+            return _fail(str(exc))
+        except Exception as exc:  # the image would not build, the container not start
+            return _fail(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+        stamp = started.strftime("%Y-%m-%dT%H-%M-%SZ")
+        folder = args.reports / f"{stamp}.incomplete"
+        folder.mkdir(parents=True)
+        (folder / "INCOMPLETE").write_text("This run did not finish; its report is partial.\n")
+        run = report.Run(target=args.target or ("peer" if args.peer else "container"),
+                         server=server_words(target, offers), machine=machine.describe(),
+                         offers=offers, thresholds=thresholds,
+                         started=started.strftime("%Y-%m-%d %H:%M:%S"))
+        progress = stack.enter_context(Progress())
+        try:
+            _phases(run, target, phases, folder, progress)
+        except suite.SuiteError as exc:
+            return _fail(str(exc))
+        except KeyboardInterrupt:
+            print(f"interrupted: the partial report stays in {folder}", file=sys.stderr)
+            return 130
+        run.seconds = time.monotonic() - t0
+        checks = report.write(run, folder)
+        (folder / "INCOMPLETE").unlink()
+        final = args.reports / stamp
+        folder.rename(final)
+    print(report.verdict(checks))
+    print(f"report: {final}/summary.md (and summary.html, metrics.json, junit.xml, plots)")
+    return 0 if all(c.passed for c in checks) else 1
+
+
+def _phases(run: report.Run, target: Target, phases: list[str], folder: Path,
+            progress: Progress) -> None:
+    headers = target.server.auth_headers()
+    url = target.server.ws_url
+    if "suite" in phases:
+        run.suite = progress.suite(lambda on_event, poll: suite.run(
+            target.suite_args, folder, on_event=on_event, poll=poll))
+    needs_clips = [p for p in phases if p != "suite"]
+    if not needs_clips:
+        return
+    clips = measure.load_clips()
+    stats = measure.ContainerStats(target.container_id) if target.container_id else None
+    with stats or ExitStack():
+        if "clips" in phases:
+            with progress.phase("clips at real time", len(clips)) as step:
+                run.clips = asyncio.run(measure.clips_phase(
+                    url, clips, headers, lambda s: step(s.clip)))
+        n = int(run.thresholds["run.concurrent_streams"])
+        if "concurrency" in phases:
+            with progress.phase(f"{n} concurrent streams", 1) as step:
+                run.concurrency = asyncio.run(measure.concurrency_phase(url, clips, n, headers))
+                step("done")
+        if "network" in phases:
+            per = int(run.thresholds["run.streams_per_profile"])
+            scheme = "wss" if url.startswith("wss") else "ws"
+            with progress.phase("network profiles", len(PROFILES)) as step:
+                run.network = asyncio.run(measure.network_phase(
+                    target.server.host, target.server.port, clips[0], per, headers, scheme,
+                    step))
+    if stats is not None:
+        run.container = {"cpu_seconds": stats.cpu_seconds,
+                         "peak_memory_mib": stats.peak_memory_mib}
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""The validation report: thresholds checked, and the evidence written to a folder.
+
+:func:`evaluate` turns the suite's results and the measurements into
+:class:`Check` rows against ``validation.toml``; :func:`write` puts into a
+report folder ``metrics.json``, ``summary.md``, ``summary.html`` and the PNG
+plots. The summary's first line is the verdict: ``SHIP`` when every threshold
+holds, else ``DO NOT SHIP`` and which did not.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from earshot.testing.offers import EXTENSIONS, Offers
+from earshot.validation.measure import Stream
+from earshot.validation.suite import SuiteResult
+from earshot.validation.thresholds import Thresholds
+
+PLOTS = {
+    "network_latency.png": "latency per network profile: first text and final transcript",
+    "wer_per_clip.png": "word error rate per clip, at real time",
+    "text_lag.png": "text lag over time, each concurrent stream",
+}
+
+
+@dataclass
+class Check:
+    name: str  # section.key of validation.toml
+    unit: str
+    meaning: str
+    limit: float
+    kind: str  # max | min
+    measured: float | None  # None: could not be measured (fails)
+    note: str = ""
+
+    @property
+    def passed(self) -> bool:
+        if self.measured is None:
+            return False
+        return self.measured <= self.limit if self.kind == "max" else self.measured >= self.limit
+
+
+@dataclass
+class Run:
+    """Everything one validation run found; what the report is written from."""
+
+    target: str
+    server: str  # what it is, in words
+    machine: str
+    offers: Offers
+    thresholds: Thresholds
+    suite: SuiteResult | None = None
+    clips: list[Stream] = field(default_factory=list)
+    concurrency: list[Stream] = field(default_factory=list)
+    network: list[Stream] = field(default_factory=list)
+    container: dict[str, float | None] | None = None  # cpu_seconds, peak_memory_mib
+    started: str = ""
+    seconds: float = 0.0
+
+
+def _worst(values: Sequence[float | None], fn=max) -> float | None:
+    present = [v for v in values if v is not None]
+    return fn(present) if present and len(present) == len(values) else None
+
+
+def measured(run: Run) -> dict[str, tuple[float | None, str]]:
+    """Each threshold's measured value, with a note where it needs one."""
+    t = run.thresholds
+    values: dict[str, tuple[float | None, str]] = {}
+    if run.suite is not None:
+        core, ext = run.suite.of("failed", "core"), run.suite.of("failed", "extension")
+        values["suite.max_core_failures"] = (len(core), "")
+        values["suite.max_extension_failures"] = (len(ext), "")
+    if run.clips:
+        estimated = any(s.final_estimated for s in run.clips)
+        note = ("estimated: no END_OF_TRANSCRIPT; the close (or the last update) taken as "
+                "the end" if estimated else "")
+        values["clips.max_wer"] = (_worst([s.wer for s in run.clips]), "")
+        values["clips.max_first_text_s"] = (_worst([s.first_text_s for s in run.clips]), "")
+        values["clips.max_final_s"] = (_worst([s.final_s for s in run.clips]), note)
+        values["clips.max_rtf"] = (_worst([s.rtf for s in run.clips]), note)
+    if run.concurrency:
+        sustained = [s for s in run.concurrency
+                     if s.wer is not None and s.wer <= t["clips.max_wer"]
+                     and s.max_lag_s is not None and s.max_lag_s <= t["concurrency.max_lag_s"]]
+        values["concurrency.min_sustained"] = (
+            len(sustained), f"of {len(run.concurrency)} streams")
+        values["concurrency.max_lag_s"] = (_worst([s.max_lag_s for s in run.concurrency]), "")
+        values["concurrency.max_final_s"] = (_worst([s.final_s for s in run.concurrency]), "")
+    if run.network:
+        values["network.max_wer"] = (_worst([s.wer for s in run.network]), "")
+        values["network.max_final_s"] = (_worst([s.final_s for s in run.network]), "")
+    if run.container is not None:
+        values["container.max_peak_memory_mib"] = (run.container.get("peak_memory_mib"), "")
+    return values
+
+
+def evaluate(run: Run) -> list[Check]:
+    """A check per threshold whose phase ran (the container's only on a container)."""
+    found = measured(run)
+    checks = []
+    for name, spec, limit in run.thresholds.items():
+        if name not in found:
+            continue
+        value, note = found[name]
+        if value is None and not note:
+            note = "not measured: a stream failed (see metrics.json)"
+        checks.append(Check(name, spec.unit, spec.meaning, limit, spec.kind, value, note))
+    return checks
+
+
+def verdict(checks: Sequence[Check]) -> str:
+    failed = [c for c in checks if not c.passed]
+    if not failed:
+        return f"SHIP: all {len(checks)} thresholds hold."
+    return "DO NOT SHIP: " + "; ".join(_failure(c) for c in failed) + "."
+
+
+def _failure(check: Check) -> str:
+    value = "not measured" if check.measured is None else _fmt(check.measured)
+    bound = "<=" if check.kind == "max" else ">="
+    return f"{check.name} is {value} {check.unit}, needs {bound} {_fmt(check.limit)}"
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return str(int(value)) if float(value).is_integer() else f"{value:.3f}"
+
+
+# -- the files -----------------------------------------------------------------------
+
+
+def metrics(run: Run, checks: Sequence[Check]) -> dict[str, Any]:
+    return {
+        "verdict": verdict(checks),
+        "target": run.target, "server": run.server, "machine": run.machine,
+        "started": run.started, "seconds": round(run.seconds, 1),
+        "thresholds_file": str(run.thresholds.path),
+        "checks": [{"name": c.name, "unit": c.unit, "limit": c.limit, "kind": c.kind,
+                    "measured": c.measured, "passed": c.passed, "note": c.note}
+                   for c in checks],
+        "extensions": run.offers.as_dict(),
+        "suite": None if run.suite is None else {
+            "exit_code": run.suite.exit_code, "seed": run.suite.seed,
+            "tests": [t.as_dict() for t in run.suite.tests]},
+        "clips": [s.as_dict() for s in run.clips],
+        "concurrency": {
+            "streams": len(run.concurrency),
+            "sustained": measured(run).get("concurrency.min_sustained", (None, ""))[0],
+            "worst_final_s": _worst([s.final_s for s in run.concurrency]),
+            "per_stream": [s.as_dict() for s in run.concurrency]},
+        "network": [s.as_dict() for s in run.network],
+        "container": run.container,
+    }
+
+
+def summary_rows(run: Run, checks: Sequence[Check]) -> dict[str, list[list[str]]]:
+    """The summary's tables, as rows of text (shared by the Markdown and the HTML)."""
+    tables: dict[str, list[list[str]]] = {}
+    tables["Thresholds"] = [["check", "measured", "limit", "unit", "result", "note"]] + [
+        [c.name, _fmt(c.measured), ("<= " if c.kind == "max" else ">= ") + _fmt(c.limit),
+         c.unit, "pass" if c.passed else "FAIL", c.note] for c in checks]
+    tables["Extensions (found by probing)"] = [["extension", "offered", "what the probe saw"]] + [
+        [name, "yes" if name in run.offers.offered else "not offered",
+         run.offers.seen.get(name, "")] for name in EXTENSIONS]
+    if run.suite is not None:
+        counts = [["kind", "passed", "failed", "not offered", "not run"]]
+        for kind in ("core", "extension"):
+            counts.append([kind] + [str(len(run.suite.of(o, kind)))
+                                    for o in ("passed", "failed", "not offered", "not run")])
+        tables["Scenario suite"] = counts
+        skipped = [t for t in run.suite.tests if t.outcome in ("not offered", "not run")]
+        reasons: dict[str, int] = {}
+        for t in skipped:
+            reason = (f"not offered: {t.message.split(' (')[0]}" if t.outcome == "not offered"
+                      else t.message)
+            reasons[reason] = reasons.get(reason, 0) + 1
+        if reasons:
+            tables["Checks not made here, and why"] = [["reason", "checks"]] + [
+                [_short(reason), str(n)] for reason, n in sorted(reasons.items())]
+        departures = run.suite.of("failed", "core")
+        if departures:
+            tables["Departures from the protocol core"] = [["test", "what happened"]] + [
+                [t.nodeid.split("::", 1)[-1], _short(t.message)] for t in departures]
+        ext = run.suite.of("failed", "extension")
+        if ext:
+            tables["Failed extension checks"] = [["test", "extensions", "what happened"]] + [
+                [t.nodeid.split("::", 1)[-1], ", ".join(t.extensions), _short(t.message)]
+                for t in ext]
+    if run.clips:
+        tables["Clips at real time"] = [["clip", "s", "WER", "first text s", "final s",
+                                         "RTF", "note"]] + [
+            [s.clip, f"{s.seconds:.1f}", _fmt(s.wer), _fmt(s.first_text_s), _fmt(s.final_s),
+             _fmt(s.rtf), s.error or ("final estimated" if s.final_estimated else "")]
+            for s in run.clips]
+    if run.concurrency:
+        tables["Concurrent real-time streams"] = [["stream", "clip", "WER", "max lag s",
+                                                   "final s", "note"]] + [
+            [str(i), s.clip, _fmt(s.wer), _fmt(s.max_lag_s), _fmt(s.final_s), s.error or ""]
+            for i, s in enumerate(run.concurrency)]
+    if run.network:
+        rows = [["profile", "streams", "WER (worst)", "first text s (worst)",
+                 "final s (worst)", "failed"]]
+        for profile in dict.fromkeys(s.profile for s in run.network):
+            mine = [s for s in run.network if s.profile == profile]
+            rows.append([str(profile), str(len(mine)), _fmt(_worst([s.wer for s in mine])),
+                         _fmt(_worst([s.first_text_s for s in mine])),
+                         _fmt(_worst([s.final_s for s in mine])),
+                         str(sum(not s.ok for s in mine))])
+        tables["Network profiles (through the latency proxy)"] = rows
+    if run.container is not None:
+        tables["Server container"] = [["CPU seconds", "peak memory MiB"],
+                                      [_fmt(run.container.get("cpu_seconds")),
+                                       _fmt(run.container.get("peak_memory_mib"))]]
+    return tables
+
+
+def _short(text: str, limit: int = 240) -> str:
+    """A failure's message as a table cell (metrics.json keeps it whole)."""
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _header(run: Run) -> list[str]:
+    return [f"Target: {run.target} ({run.server})", f"Machine: {run.machine}",
+            f"Started {run.started} UTC, took {run.seconds:.0f} s; thresholds from "
+            f"{run.thresholds.path.name}"
+            + (f"; suite seed {run.suite.seed}" if run.suite and run.suite.seed else "")]
+
+
+def markdown(run: Run, checks: Sequence[Check]) -> str:
+    lines = [verdict(checks), "", *[f"- {line}" for line in _header(run)], ""]
+    for title, rows in summary_rows(run, checks).items():
+        lines += [f"## {title}", "", _md_row(rows[0]), _md_row(["---"] * len(rows[0]))]
+        lines += [_md_row(row) for row in rows[1:]] + [""]
+    lines += ["## Plots", ""] + [f"- `{name}`: {what}" for name, what in PLOTS.items()] + [""]
+    return "\n".join(lines)
+
+
+def _md_row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(c.replace("|", "\\|").replace("\n", " ") for c in cells) + " |"
+
+
+def html_page(run: Run, checks: Sequence[Check]) -> str:
+    e = html.escape
+    ship = all(c.passed for c in checks)
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>earshot validation</title>",
+        "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"
+        "margin-bottom:1.5em}td,th{border:1px solid #bbb;padding:3px 8px;text-align:left}"
+        ".FAIL{background:#fdd}.pass{background:#dfd}h1.ship{color:#060}h1.stop{color:#a00}"
+        "</style></head><body>",
+        f"<h1 class='{'ship' if ship else 'stop'}'>{e(verdict(checks))}</h1>",
+        "<ul>" + "".join(f"<li>{e(line)}</li>" for line in _header(run)) + "</ul>",
+    ]
+    for title, rows in summary_rows(run, checks).items():
+        parts.append(f"<h2>{e(title)}</h2><table><tr>"
+                     + "".join(f"<th>{e(c)}</th>" for c in rows[0]) + "</tr>")
+        for row in rows[1:]:
+            parts.append("<tr>" + "".join(
+                f"<td class='{e(c)}'>{e(c)}</td>" if c in ("pass", "FAIL") else f"<td>{e(c)}</td>"
+                for c in row) + "</tr>")
+        parts.append("</table>")
+    for name, what in PLOTS.items():
+        parts.append(f"<h2>{e(what)}</h2><img src='{e(name)}' alt='{e(what)}'>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def plots(run: Run, folder: Path) -> None:
+    """The three PNG plots (an empty phase gets a plot that says so)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    def save(fig: Any, name: str) -> None:
+        fig.tight_layout()
+        fig.savefig(folder / name, dpi=100)
+        plt.close(fig)
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    profiles = list(dict.fromkeys(s.profile for s in run.network))
+    for ax, (label, metric) in zip(axes, (("first audio to first text (s)", "first_text_s"),
+                                          ("END_OF_AUDIO to final (s)", "final_s")),
+                                   strict=True):
+        data = [[getattr(s, metric) for s in run.network
+                 if s.profile == p and getattr(s, metric) is not None] for p in profiles]
+        if any(data):
+            ax.boxplot(data, tick_labels=profiles, showmeans=True)
+            for i, values in enumerate(data, start=1):
+                ax.scatter([i] * len(values), values, s=12, color="tab:blue", zorder=3)
+        else:
+            ax.text(0.5, 0.5, "no network phase", ha="center", transform=ax.transAxes)
+        ax.set_ylabel(label)
+        ax.tick_params(axis="x", labelrotation=15)
+    fig.suptitle(PLOTS["network_latency.png"])
+    save(fig, "network_latency.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    names = [s.clip for s in run.clips]
+    bars = ax.bar(names, [s.wer or 0 for s in run.clips], color="tab:green")
+    ax.bar_label(bars, labels=[_fmt(s.wer) if s.ok else "failed" for s in run.clips])
+    ax.axhline(run.thresholds["clips.max_wer"], color="tab:red", linestyle="--",
+               label="threshold")
+    ax.set_ylabel("WER")
+    ax.set_title(PLOTS["wer_per_clip.png"])
+    ax.tick_params(axis="x", labelrotation=20)
+    ax.legend()
+    save(fig, "wer_per_clip.png")
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, s in enumerate(run.concurrency):
+        series = s.lag_series()
+        if series:
+            ax.plot([a for a, _ in series], [b for _, b in series], marker=".",
+                    label=f"stream {i} ({s.clip})")
+    ax.axhline(run.thresholds["concurrency.max_lag_s"], color="tab:red", linestyle="--",
+               label="threshold")
+    ax.set_xlabel("seconds since the stream's first audio")
+    ax.set_ylabel("text lag (s)")
+    ax.set_title(PLOTS["text_lag.png"])
+    ax.legend(fontsize="small")
+    save(fig, "text_lag.png")
+
+
+def write(run: Run, folder: Path) -> list[Check]:
+    """Every file of the report into ``folder`` (which exists); returns the checks."""
+    checks = evaluate(run)
+    (folder / "metrics.json").write_text(json.dumps(metrics(run, checks), indent=2) + "\n")
+    (folder / "summary.md").write_text(markdown(run, checks))
+    (folder / "summary.html").write_text(html_page(run, checks))
+    plots(run, folder)
+    return checks

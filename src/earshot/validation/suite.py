@@ -1,0 +1,145 @@
+"""Run the scenario suite (``integration/``) in a pytest subprocess and classify it.
+
+The suite runs as it does under ``make integration`` (random order, hard
+timeouts, the leak guard), in a process of its own so that nothing of the
+validator (its threads, its progress display) counts as the suite's. The
+subprocess writes JUnit XML and, through :mod:`earshot.validation.events`,
+progress lines that this module reads while it runs.
+
+Each test ends as one of: ``passed``; ``failed`` (a core check when it has no
+``extension`` marker, else an extension check); ``not offered`` (skipped
+because the server lacks an extension it needs); ``not run`` (skipped for
+another reason, e.g. it needs a server of its own and the target is a
+deployment).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[3]
+SUITE = ROOT / "integration"
+NOT_OFFERED = "not offered: "
+POLL_SECONDS = 0.25  # how often the progress file is read while pytest runs
+
+
+class SuiteError(RuntimeError):
+    """The suite could not run to its end (not: some tests failed)."""
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    extensions: list[str]
+    outcome: str = "not run"  # passed | failed | not offered | not run
+    message: str = ""
+    seconds: float = 0.0
+
+    @property
+    def kind(self) -> str:
+        return "extension" if self.extensions else "core"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"nodeid": self.nodeid, "kind": self.kind, "extensions": self.extensions,
+                "outcome": self.outcome, "message": self.message,
+                "seconds": round(self.seconds, 2)}
+
+
+@dataclass
+class SuiteResult:
+    tests: list[TestResult] = field(default_factory=list)
+    exit_code: int = 0
+    seed: str | None = None
+
+    def of(self, outcome: str, kind: str | None = None) -> list[TestResult]:
+        return [t for t in self.tests
+                if t.outcome == outcome and (kind is None or t.kind == kind)]
+
+
+def apply(tests: dict[str, TestResult], event: dict[str, Any]) -> None:
+    """Fold one progress event into the results."""
+    if event["event"] == "collected":
+        for entry in event["tests"]:
+            tests[entry["nodeid"]] = TestResult(entry["nodeid"], entry["extensions"])
+        return
+    if event["event"] != "result":
+        return
+    test = tests.setdefault(event["nodeid"], TestResult(event["nodeid"], []))
+    test.seconds += float(event.get("duration", 0.0))
+    outcome, message = event["outcome"], event.get("message", "")
+    if outcome == "failed":
+        if test.outcome != "failed":  # the first failure says the most
+            test.outcome, test.message = "failed", _plain(message)
+    elif outcome == "skipped":
+        offered = message.startswith(NOT_OFFERED)
+        test.outcome = "not offered" if offered else "not run"
+        test.message = message.removeprefix(NOT_OFFERED) if offered else message
+    elif test.outcome != "failed":
+        test.outcome = "passed"
+
+
+def _plain(message: str) -> str:
+    return message.removeprefix("AssertionError: ").removeprefix("Failed: ")
+
+
+def run(pytest_args: Sequence[str], workdir: Path, *,
+        on_event: Callable[[dict[str, Any]], None] = lambda event: None,
+        poll: Callable[[], None] = lambda: None) -> SuiteResult:
+    """Run the suite with ``pytest_args`` (the target's options); JUnit XML and the
+    pytest log go to ``workdir``. ``poll`` is called while waiting (progress)."""
+    events = workdir / "events.jsonl"
+    events.touch()
+    command = [sys.executable, "-m", "pytest", str(SUITE), "-p", "earshot.validation.events",
+               f"--junitxml={workdir / 'junit.xml'}", "-o", "junit_family=xunit1",
+               "-p", "no:cacheprovider", *pytest_args]
+    env = {**os.environ, "EARSHOT_VALIDATION_EVENTS": str(events)}
+    tests: dict[str, TestResult] = {}
+    pending = ""
+    with open(workdir / "suite.log", "w", encoding="utf-8") as log, \
+            open(events, encoding="utf-8") as feed:
+        process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
+                                   stderr=subprocess.STDOUT)
+        try:
+            while True:
+                done = _wait(process, POLL_SECONDS)
+                pending += feed.read()
+                *lines, pending = pending.split("\n")  # a line still being written waits
+                for line in filter(None, lines):
+                    event = json.loads(line)
+                    apply(tests, event)
+                    on_event(event)
+                poll()
+                if done:
+                    break
+        finally:
+            if process.poll() is None:  # interrupted: the suite's own teardown runs
+                process.terminate()
+                _wait(process, 60) or process.kill()
+                process.wait()
+    result = SuiteResult(list(tests.values()), process.returncode, _seed(workdir / "suite.log"))
+    if process.returncode not in (0, 1):
+        raise SuiteError(f"the suite did not run to its end: pytest exited "
+                         f"{process.returncode} (see {workdir / 'suite.log'})")
+    return result
+
+
+def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
+    try:
+        process.wait(timeout=seconds)
+        return True
+    except subprocess.TimeoutExpired:
+        return False
+
+
+def _seed(log: Path) -> str | None:
+    for line in log.read_text(encoding="utf-8", errors="replace").splitlines()[:30]:
+        if "randomly-seed=" in line:
+            return line.split("randomly-seed=")[1].split()[0]
+    return None

@@ -1,0 +1,381 @@
+"""``make validate``'s parts: the thresholds file, the suite's classification, the
+report writer, the probe, and the command's answers to bad input.
+
+The probe and the suite's classification are also tested against a stand-in
+foreign server (named as such below): a WhisperLive-protocol server without
+earshot's extensions, small enough to run in this process. Upstream
+WhisperLive itself runs under ``make validate-peer`` (docs/validation.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.server import serve
+
+from earshot import protocol
+from earshot.protocol import Segment, ServerMessage
+from earshot.testing import wire
+from earshot.testing.local import LocalServer
+from earshot.testing.offers import EXTENSIONS, Offers, TargetError, probe
+from earshot.testing.waiting import eventually, wait_for_sessions
+from earshot.validation import report, suite
+from earshot.validation.measure import Stream
+from earshot.validation.thresholds import ConfigError, load
+
+ROOT = Path(__file__).resolve().parents[1]
+TOML = ROOT / "validation.toml"
+
+
+# -- stand-ins ------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def foreign_server() -> AsyncIterator[str]:
+    """Stand-in for a foreign WhisperLive-protocol server: SERVER_READY without a
+    session id, one segments update per second of audio, and after END_OF_AUDIO
+    a last update and a plain close; no HTTP endpoints, no ERROR for a bad config."""
+
+    async def handler(ws) -> None:
+        try:
+            config = json.loads(await ws.recv())
+        except ValueError:
+            await ws.close()
+            return
+        uid = config["uid"]
+        update = json.dumps({"uid": uid, "segments": [
+            {"start": "0.000", "end": "1.000", "text": " and so", "completed": False}]})
+        await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY",
+                                  "backend": "faster_whisper"}))
+        samples = 0
+        async for frame in ws:
+            if frame == protocol.END_OF_AUDIO:
+                break
+            samples += len(frame) // 4
+            if samples >= 16000:
+                samples = 0
+                await ws.send(update)
+        await ws.send(update)
+        await ws.close()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+@pytest.fixture
+def plain_http() -> Iterator[str]:
+    """Stand-in: an HTTP server that is not a WebSocket server (200 to everything)."""
+
+    class Hello(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(b"hello\n")
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), Hello)
+    thread = threading.Thread(target=httpd.serve_forever, name="http-standin")
+    thread.start()
+    try:
+        yield f"ws://127.0.0.1:{httpd.server_address[1]}"
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def keyed_server() -> Iterator[LocalServer]:
+    with LocalServer(api_key="the-right-key") as server:
+        yield server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# -- validation.toml ------------------------------------------------------------------
+
+
+def test_the_shipped_thresholds_load_with_units() -> None:
+    thresholds = load(TOML)
+    assert thresholds["clips.max_wer"] == 0.10
+    assert thresholds["run.concurrent_streams"] == 4
+    names = [name for name, _, _ in thresholds.items()]
+    assert "suite.max_core_failures" in names and "run.concurrent_streams" not in names
+    assert all(spec.unit for _, spec, _ in thresholds.items())
+
+
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda text: text.replace("max_wer = 0.10", "max_wer = "), "not valid TOML"),
+    (lambda text: text.replace("max_wer = 0.10", "max_wer = 'low'"), "clips.max_wer must be"),
+    (lambda text: text.replace("max_wer = 0.10", "max_wr = 0.10"), "unknown key clips.max_wr"),
+    (lambda text: text.replace("[network]", "[netwrk]"), "unknown section [netwrk]"),
+    (lambda text: text.replace("concurrent_streams = 4", "concurrent_streams = 2.5"),
+     "whole number"),
+    (lambda text: text.replace("max_final_s = 5.0", ""), "missing key network.max_final_s"),
+], ids=["syntax", "type", "unknown key", "unknown section", "integer", "missing"])
+def test_a_bad_thresholds_file_is_refused_in_one_line(tmp_path, change, says) -> None:
+    path = tmp_path / "validation.toml"
+    path.write_text(change(TOML.read_text()))
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+    assert str(path) in str(caught.value)
+
+
+# -- the suite's classification -------------------------------------------------------
+
+
+def test_events_classify_core_extension_not_offered_and_not_run() -> None:
+    tests: dict[str, suite.TestResult] = {}
+    suite.apply(tests, {"event": "collected", "tests": [
+        {"nodeid": "a::core_ok", "extensions": []},
+        {"nodeid": "a::core_bad", "extensions": []},
+        {"nodeid": "a::ext_bad", "extensions": ["status"]},
+        {"nodeid": "a::ext_absent", "extensions": ["session_id"]},
+        {"nodeid": "a::own_server", "extensions": []},
+        {"nodeid": "a::leaky", "extensions": []},
+    ]})
+    for nodeid, when, outcome, message in [
+        ("a::core_ok", "call", "passed", ""),
+        ("a::core_bad", "call", "failed", "AssertionError: 3 words lost"),
+        ("a::ext_bad", "call", "failed", "AssertionError: no session"),
+        ("a::ext_absent", "setup", "skipped", "not offered: session_id (no session_id)"),
+        ("a::own_server", "setup", "skipped", "needs a server of its own"),
+        ("a::leaky", "call", "passed", ""),
+        ("a::leaky", "teardown", "failed", "Failed: leaked 1 thread"),
+    ]:
+        suite.apply(tests, {"event": "result", "nodeid": nodeid, "when": when,
+                            "outcome": outcome, "message": message, "duration": 0.1})
+    result = suite.SuiteResult(list(tests.values()))
+    assert [t.nodeid for t in result.of("passed")] == ["a::core_ok"]
+    assert [(t.nodeid, t.message) for t in result.of("failed", "core")] == [
+        ("a::core_bad", "3 words lost"), ("a::leaky", "leaked 1 thread")]
+    assert [t.nodeid for t in result.of("failed", "extension")] == ["a::ext_bad"]
+    assert [(t.nodeid, t.message) for t in result.of("not offered")] == [
+        ("a::ext_absent", "session_id (no session_id)")]
+    assert [t.nodeid for t in result.of("not run")] == ["a::own_server"]
+
+
+def test_every_extension_marker_in_the_suite_names_a_known_extension() -> None:
+    import re
+
+    used = set()
+    for path in (ROOT / "integration").glob("test_*.py"):
+        for args in re.findall(r"mark\.extension\(([^)]*)\)", path.read_text()):
+            used |= set(re.findall(r'"(\w+)"', args))
+    assert used and used <= set(EXTENSIONS), used - set(EXTENSIONS)
+
+
+# -- the report -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _matplotlib_fonts(tmp_path_factory) -> None:
+    """matplotlib keeps the font files it loads open for the life of the process (its
+    own cache); load them once before the leak guard takes its first baseline."""
+    report.plots(_run(network=[], concurrency=[]), tmp_path_factory.mktemp("warm"))
+
+
+def _stream(clip: str, *, final: bool, first_text: float = 1.0, final_after: float = 0.3,
+            text: str = "and so my fellow americans") -> Stream:
+    """A measured stream built from timed messages as wire.stream records them."""
+    t = wire.Transcript(first_audio_at=100.0, end_of_audio_at=105.0)
+    update = ServerMessage("segments", {"segments": [Segment(0.0, 4.0, text, final).to_wire()]})
+    t.messages = [(100.0, ServerMessage("ready", {"message": "SERVER_READY"})),
+                  (100.0 + first_text, update), (105.0 + final_after, update)]
+    if final:
+        t.messages.append((105.0 + final_after, ServerMessage("end", {})))
+    return Stream(clip, 5.0, "and so my fellow americans", transcript=t)
+
+
+def _run(**overrides) -> report.Run:
+    offers = Offers(frozenset({"status", "readyz"}), {"session_id": "no session_id"})
+    results = suite.SuiteResult([suite.TestResult("t.py::core", [], "passed"),
+                                 suite.TestResult("t.py::sid", ["session_id"], "not offered",
+                                                  "session_id (no session_id)")])
+    values = dict(target="ws://127.0.0.1:1", server="a stand-in", machine="this one",
+                  offers=offers, thresholds=load(TOML), suite=results,
+                  clips=[_stream("a.wav", final=True), _stream("b.wav", final=True)],
+                  concurrency=[_stream("a.wav", final=True)] * 4,
+                  network=[_stream("a.wav", final=True)],
+                  container={"cpu_seconds": 12.0, "peak_memory_mib": 300.0})
+    values.update(overrides)
+    return report.Run(**values)
+
+
+def test_a_run_within_every_threshold_says_ship(tmp_path) -> None:
+    checks = report.write(_run(), tmp_path)
+    summary = (tmp_path / "summary.md").read_text().splitlines()
+    assert summary[0] == f"SHIP: all {len(checks)} thresholds hold."
+    assert all(c.passed for c in checks) and len(checks) == 12
+    data = json.loads((tmp_path / "metrics.json").read_text())
+    assert data["verdict"].startswith("SHIP")
+    assert data["clips"][0]["wer"] == 0 and data["clips"][0]["first_text_s"] == 1.0
+    assert data["clips"][0]["final_s"] == 0.3 and data["container"]["peak_memory_mib"] == 300
+    assert data["concurrency"]["sustained"] == 4
+    assert data["extensions"]["session_id"]["offered"] is False
+    for name in report.PLOTS:
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    page = (tmp_path / "summary.html").read_text()
+    assert "SHIP: all" in page and "not offered" in page and "wer_per_clip.png" in page
+
+
+def test_a_threshold_missed_says_do_not_ship_and_which(tmp_path) -> None:
+    slow = [_stream("a.wav", final=True, final_after=2.5),
+            _stream("b.wav", final=True, text="and so")]  # words lost
+    failed = suite.TestResult("t.py::tail", [], "failed",
+                              "after END_OF_AUDIO the server closed: 3 words lost")
+    run = _run(clips=slow, suite=suite.SuiteResult([failed]))
+    report.write(run, tmp_path)
+    first = (tmp_path / "summary.md").read_text().splitlines()[0]
+    assert first.startswith("DO NOT SHIP: ")
+    assert "suite.max_core_failures is 1 count, needs <= 0" in first
+    assert "clips.max_final_s is 2.500 s, needs <= 1.500" in first
+    assert "clips.max_wer is 0.600 ratio" in first
+    assert "3 words lost" in (tmp_path / "summary.md").read_text()
+
+
+def test_a_foreign_servers_estimated_final_is_said_so(tmp_path) -> None:
+    run = _run(clips=[_stream("a.wav", final=False)], container=None, network=[],
+               concurrency=[])
+    checks = {c.name: c for c in report.write(run, tmp_path)}
+    assert checks["clips.max_final_s"].measured == pytest.approx(0.3)
+    assert "estimated" in checks["clips.max_final_s"].note
+    assert "container.max_peak_memory_mib" not in checks  # a deployment: no engine stats
+    assert json.loads((tmp_path / "metrics.json").read_text())["clips"][0]["final_estimated"]
+
+
+def test_a_failed_stream_fails_its_checks_instead_of_passing_them(tmp_path) -> None:
+    broken = Stream("a.wav", 5.0, "x", error="ConnectionClosedError: 1011")
+    checks = {c.name: c for c in report.write(_run(clips=[broken]), tmp_path)}
+    assert not checks["clips.max_wer"].passed and checks["clips.max_wer"].measured is None
+
+
+# -- the probe ------------------------------------------------------------------------
+
+
+def test_probe_finds_every_extension_on_earshots_server(keyed_server) -> None:
+    offers = probe(keyed_server.ws_url, keyed_server.http_url, keyed_server.auth_headers())
+    assert offers.offered == frozenset(EXTENSIONS), offers.seen
+
+
+async def test_probe_finds_none_on_a_foreign_server(foreign_server) -> None:
+    offers = await asyncio.to_thread(probe, foreign_server,
+                                     foreign_server.replace("ws://", "http://"))
+    assert offers.offered == frozenset(), offers.seen
+    assert "no session_id" in offers.seen["session_id"]
+    assert "closed with 1000" in offers.seen["end_of_transcript"]
+    assert "HTTP 426" in offers.seen["status"]
+
+
+@pytest.mark.parametrize("case", ["unreachable", "not websocket", "wrong key", "no key"])
+def test_probe_refuses_an_untestable_target_in_one_line(case, plain_http, keyed_server) -> None:
+    url, headers, says = {
+        "unreachable": (f"ws://127.0.0.1:{free_port()}", {}, "cannot reach"),
+        "not websocket": (plain_http, {}, "is not a WebSocket server"),
+        "wrong key": (keyed_server.ws_url, {"Authorization": "Bearer nope"},
+                      "the API key was refused"),
+        "no key": (keyed_server.ws_url, {}, "it needs an API key"),
+    }[case]
+    with pytest.raises(TargetError) as caught:
+        probe(url, url.replace("ws://", "http://"), headers)
+    assert says in str(caught.value) and "\n" not in str(caught.value)
+
+
+# -- the command ----------------------------------------------------------------------
+
+
+def validate(*args: str, reports: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "earshot.validation", "--reports",
+                           str(reports), *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=ROOT)
+
+
+@pytest.mark.parametrize("case", ["unreachable", "not websocket", "wrong key", "bad toml",
+                                  "bad url"])
+def test_bad_input_exits_2_with_one_line_and_no_report(tmp_path, case, plain_http,
+                                                       keyed_server) -> None:
+    bad_toml = tmp_path / "broken.toml"
+    bad_toml.write_text("[clips\nmax_wer = 0.1\n")
+    args = {
+        "unreachable": ["--target", f"ws://127.0.0.1:{free_port()}"],
+        "not websocket": ["--target", plain_http],
+        "wrong key": ["--target", keyed_server.ws_url, "--api-key", "wrong"],
+        "bad toml": ["--target", keyed_server.ws_url, "--config", str(bad_toml)],
+        "bad url": ["--target", "http://127.0.0.1:1"],
+    }[case]
+    reports = tmp_path / "reports"
+    done = validate(*args, reports=reports)
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
+    assert not reports.exists() or not any(reports.iterdir())
+
+
+def test_an_interrupted_run_leaves_only_a_report_marked_incomplete(tmp_path,
+                                                                   keyed_server) -> None:
+    reports = tmp_path / "reports"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "earshot.validation", "--reports", str(reports), "--target",
+         keyed_server.ws_url, "--api-key", keyed_server.api_key, "--phases", "clips"],
+        cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    try:
+        folder = eventually(lambda: list(reports.glob("*")), bool, timeout=30,
+                            description="the report folder to be made")[0]
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, err
+    assert [p.name for p in reports.iterdir()] == [folder.name]
+    assert folder.name.endswith(".incomplete") and (folder / "INCOMPLETE").exists()
+    assert not (folder / "summary.md").exists()
+
+
+def test_a_complete_run_against_a_deployment_writes_the_report(tmp_path, keyed_server) -> None:
+    reports = tmp_path / "reports"
+    done = validate("--target", keyed_server.ws_url, "--api-key", keyed_server.api_key,
+                    "--phases", "clips", reports=reports, timeout=120)
+    assert done.returncode in (0, 1), done.stderr
+    [folder] = list(reports.iterdir())
+    assert not folder.name.endswith(".incomplete")
+    assert done.stdout.splitlines()[0] == (folder / "summary.md").read_text().splitlines()[0]
+    data = json.loads((folder / "metrics.json").read_text())
+    assert [c["clip"] for c in data["clips"]] and data["container"] is None
+    assert all(c["final_estimated"] is False for c in data["clips"])
+    assert os.path.getsize(folder / "text_lag.png") > 0
+
+
+def test_probe_leaves_no_session_behind(keyed_server) -> None:
+    probe(keyed_server.ws_url, keyed_server.http_url, keyed_server.auth_headers())
+    wait_for_sessions(keyed_server, 0, timeout=5)
+
+
+async def test_a_foreign_server_without_end_of_transcript_still_streams(
+        foreign_server) -> None:
+    import numpy as np
+
+    transcript = await wire.stream(foreign_server, np.zeros(32000, np.float32), speed=None,
+                                   quiet=1.0)
+    assert transcript.close_code == 1000 and not transcript.final
+    assert transcript.heard == "and so"
+
