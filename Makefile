@@ -56,11 +56,13 @@ integration-gpu: setup
 # Pre-release validation: the scenario suite plus the measurements, checked against
 # validation.toml; the report goes to reports/<UTC time>/. Exit 0 only for SHIP.
 # TARGET=ws://host:port validates a deployment (API_KEY= when it needs one).
+# DEVICE=cuda validates the CUDA image with the GPU (the GPU runner's workflow).
 TARGET  ?=
 API_KEY ?=
+DEVICE  ?= cpu
 VALIDATE = $(PY) -m earshot.validation $(if $(API_KEY),--api-key $(API_KEY))
 validate: $(if $(TARGET),setup,image)
-	$(VALIDATE) $(if $(TARGET),--target $(TARGET))
+	$(VALIDATE) $(if $(TARGET),--target $(TARGET),--device $(DEVICE))
 
 # The same validation against upstream WhisperLive 0.10 (see peer-image).
 validate-peer: peer-image

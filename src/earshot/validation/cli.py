@@ -55,6 +55,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     where.add_argument("--peer", action="store_true",
                        help="upstream WhisperLive 0.10 in the peer image (make peer-image)")
     parser.add_argument("--api-key", default=None, help="API key the server needs")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
+                        help="earshot's image on the CPU (default) or the CUDA image with "
+                             "the GPU (float16)")
     parser.add_argument("--config", type=Path, default=ROOT / "validation.toml",
                         help="thresholds file (default: validation.toml)")
     parser.add_argument("--reports", type=Path, default=ROOT / "reports",
@@ -86,10 +89,13 @@ def open_target(args: argparse.Namespace) -> Iterator[Target]:
         from earshot.testing.container import WhisperLiveContainer
         from earshot.testing.image import ensure_image
 
-        with WhisperLiveContainer(ensure_image(), api_key=args.api_key) as server:
-            yield Target(server, "earshot's server image (each suite test on its own target "
-                                 "as under make integration)",
-                         ["--earshot-target", "container", *key],
+        gpu = args.device == "cuda"
+        with WhisperLiveContainer(ensure_image(args.device), api_key=args.api_key, gpu=gpu,
+                                  device=args.device if gpu else None) as server:
+            yield Target(server, f"earshot's {args.device} image (each suite test on its own "
+                                 "target as under make integration)",
+                         ["--earshot-target", "container", "--earshot-device", args.device,
+                          *key],
                          server.get_wrapped_container().id)
 
 
@@ -121,6 +127,9 @@ def validate(args: argparse.Namespace) -> int:
         if unknown:
             raise ConfigError(f"--phases: unknown phase {unknown[0]!r} "
                               f"(known: {', '.join(PHASES)})")
+        if args.target and not args.target.startswith(("ws://", "wss://")):
+            raise ConfigError(f"--target must be ws://HOST:PORT or wss://..., "
+                              f"not {args.target!r}")
         thresholds = load(args.config)
     except ConfigError as exc:
         return _fail(str(exc))
