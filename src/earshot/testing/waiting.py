@@ -135,10 +135,9 @@ async def eventually_async(
 def _sessions_match(server: Any, count: int,
                     uids: set[str] | None) -> Callable[[dict[str, Any]], bool]:
     def check(status: dict[str, Any]) -> bool:
-        sessions = server.own_sessions(status)
-        if uids is not None:
-            sessions = [s for s in status["sessions"] if s["uid"] in uids]
-        return len(sessions) == count
+        if uids is None:
+            return len(server.own_sessions(status)) == count
+        return len([s for s in status["sessions"] if s["uid"] in uids]) == count
 
     return check
 

@@ -308,6 +308,7 @@ def plots(run: Run, folder: Path) -> None:
     ax.bar_label(bars, labels=[_fmt(s.wer) if s.ok else "failed" for s in run.clips])
     ax.axhline(run.thresholds["clips.max_wer"], color="tab:red", linestyle="--",
                label="threshold")
+    ax.margins(y=0.15)  # room for the value labels
     ax.set_ylabel("WER")
     ax.set_title(PLOTS["wer_per_clip.png"])
     ax.tick_params(axis="x", labelrotation=20)
