@@ -38,6 +38,8 @@ BAD_INPUTS: dict[str, tuple[Sequence[str | bytes], str, CloseCode]] = {
                                  CloseCode.POLICY),
     "unknown format": (['{"uid": "bad", "audio_format": "mp3"}'], "unknown audio_format",
                        CloseCode.POLICY),
+    "deeply nested config": (["[" * 20_000 + "]" * 20_000], "nested too deeply",
+                             CloseCode.POLICY),
     "huge config": ([json.dumps({"uid": "bad", "pad": "x" * 70_000})], "65536-byte limit",
                     CloseCode.TOO_BIG),
     "audio first": ([AUDIO], "send the config before any audio", CloseCode.POLICY),

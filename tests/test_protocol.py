@@ -39,6 +39,7 @@ def test_config_round_trips_through_json() -> None:
     ("frame", "words", "code"),
     [
         ("not json {", "not valid JSON", CloseCode.POLICY),
+        ("[" * 20_000 + "]" * 20_000, "nested too deeply", CloseCode.POLICY),
         ("[1, 2]", "must be a JSON object", CloseCode.POLICY),
         ('"text"', "must be a JSON object", CloseCode.POLICY),
         ('{"language": "en"}', "'uid'", CloseCode.POLICY),

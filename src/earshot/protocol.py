@@ -124,6 +124,8 @@ def parse_config(frame: str | bytes) -> ClientConfig:
         data = json.loads(frame)
     except json.JSONDecodeError as exc:
         raise ProtocolError(f"config is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:  # e.g. 20,000 nested arrays: the parser's stack gives out first
+        raise ProtocolError("config is nested too deeply to be a config object") from None
     if not isinstance(data, dict):
         raise ProtocolError(f"config must be a JSON object, got {type(data).__name__}")
     return _config_from_mapping(data)

@@ -352,7 +352,7 @@ def _uid_of(frame: str | bytes) -> str | None:
     """The uid of a config that failed validation, if it has one, to echo back."""
     try:
         data = json.loads(frame)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     uid = data.get("uid") if isinstance(data, dict) else None
     return uid[: protocol.MAX_UID_CHARS] if isinstance(uid, str) else None
