@@ -1,5 +1,8 @@
 """The server in a container, started by Testcontainers.
 
+``ServerContainer`` holds what every server container earshot starts shares
+(labels, the pinned loopback port, readiness with a deadline, removal, logs);
+the peer image's ``PeerContainer`` (earshot.testing.peer) is one too.
 ``WhisperLiveContainer`` is a testcontainers ``DockerContainer`` for the image
 that ``Dockerfile.server`` builds (built or reused on demand). It publishes
 the server's port on 127.0.0.1 only, on a host port picked once when the
@@ -21,7 +24,7 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, TypeVar
 
 import docker
@@ -72,7 +75,7 @@ def releasing(method: F) -> F:
     """
 
     @functools.wraps(method)
-    def wrapper(self: WhisperLiveContainer, *args: Any, **kwargs: Any) -> Any:
+    def wrapper(self: ServerContainer, *args: Any, **kwargs: Any) -> Any:
         try:
             return method(self, *args, **kwargs)
         finally:
@@ -82,9 +85,89 @@ def releasing(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-class WhisperLiveContainer(DockerContainer, HttpEndpoints):
-    controllable = True
+class ServerContainer(DockerContainer, HttpEndpoints):
+    """What every server container earshot starts shares: the labels, port 9090
+    published on loopback on a host port pinned for the object's life, readiness
+    awaited under a deadline with the logs in the failure, removal on exit."""
+
     host = "127.0.0.1"  # the port is published on loopback only
+    kind = "server"  # how failures name it
+
+    def __init__(self, image: str, *, env: Mapping[str, str], api_key: str | None,
+                 startup_timeout: float, **docker_kwargs: Any) -> None:
+        if not ryuk_available():
+            # Without its image Ryuk cannot start; our own label sweep cleans up.
+            testcontainers_config.ryuk_disabled = True
+        super().__init__(image)
+        for name, value in env.items():
+            self.with_env(name, value)
+        self.api_key = api_key
+        self.startup_timeout = startup_timeout
+        # Loopback only, on a port fixed for this object's life (see the module's text).
+        self.port = free_port()
+        self.ports[f"{PORT}/tcp"] = ("127.0.0.1", self.port)
+        self.with_kwargs(labels={LABEL: "true", OWNER: str(os.getpid())}, **docker_kwargs)
+
+    def remove(self) -> None:
+        """Remove the container whatever its state (what the context manager does)."""
+        super().stop(force=True, delete_volume=True)
+        self._container = None
+
+    def __exit__(self, *exc: object) -> None:
+        self.remove()
+
+    def _require(self):
+        if self._container is None:
+            raise RuntimeError("the container is not started")
+        return self._container
+
+    def _wait_until_ready(self, check: Callable[[], str], ready: str, what: str) -> None:
+        """Poll ``check`` (a line on what it saw) until it starts with ``ready``, under
+        ``startup_timeout``; the container exiting or the deadline fails with its logs."""
+
+        def probe() -> str:
+            container = self._require()
+            container.reload()
+            state = container.attrs["State"]
+            if state["Status"] in ("exited", "dead"):
+                raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
+            return check()
+
+        try:
+            eventually(probe, lambda seen: seen.startswith(ready),
+                       timeout=self.startup_timeout, max_interval=0.5, description=what)
+        except WaitTimeout as exc:
+            raise ContainerNotReady(self._report(str(exc))) from None
+
+    def _report(self, what: str) -> str:
+        container = self._require()
+        state = container.attrs.get("State", {})
+        return (
+            f"{self.kind} container {container.short_id} {what} "
+            f"(status {state.get('Status')}, health "
+            f"{state.get('Health', {}).get('Status', 'n/a')}); last log lines:\n"
+            f"{self.log_tail()}"
+        )
+
+    # The server's /status, as on every target. This shadows testcontainers'
+    # ``status`` property (Docker's state, read only by its wait strategies,
+    # which these classes do not use); Docker's state is get_wrapped_container().status.
+    status = HttpEndpoints.status  # type: ignore[assignment]
+
+    @releasing
+    def log_text(self) -> str:
+        stdout, stderr = self.get_logs()
+        return (stdout + stderr).decode(errors="replace")
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            return "\n".join(self.log_text().splitlines()[-lines:])
+        except Exception as exc:  # the container may be gone already
+            return f"(no logs: {exc})"
+
+
+class WhisperLiveContainer(ServerContainer):
+    controllable = True
 
     def __init__(
         self,
@@ -98,23 +181,11 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
     ) -> None:
         """``settings`` are server options by name (``max_clients=1``, ``device="cpu"``),
         passed as the server's ``EARSHOT_*`` variables; ``env`` adds raw variables."""
-        if not ryuk_available():
-            # Without its image Ryuk cannot start; our own label sweep cleans up.
-            testcontainers_config.ryuk_disabled = True
-        super().__init__(image or ensure_image("cuda" if gpu else "cpu"))
-        for name, value in {**as_env({**settings, "api_key": api_key}), **(env or {})}.items():
-            self.with_env(name, value)
-        self.api_key = api_key
-        self.startup_timeout = startup_timeout
-        # Loopback only, on a port fixed for this object's life (see the module's text).
-        self.port = free_port()
-        self.ports[f"{PORT}/tcp"] = ("127.0.0.1", self.port)
-        kwargs: dict[str, Any] = {"labels": {LABEL: "true", OWNER: str(os.getpid())}}
-        if gpu:
-            kwargs["device_requests"] = [
-                docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])
-            ]
-        self.with_kwargs(**kwargs)
+        gpus = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
+        super().__init__(image or ensure_image("cuda" if gpu else "cpu"),
+                         env={**as_env({**settings, "api_key": api_key}), **(env or {})},
+                         api_key=api_key, startup_timeout=startup_timeout,
+                         **({"device_requests": gpus} if gpus else {}))
 
     # -- lifecycle ---------------------------------------------------------
 
@@ -152,60 +223,22 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
     def kill(self, signal: str = "SIGKILL") -> None:
         self._require().kill(signal=signal)
 
-    def remove(self) -> None:
-        """Remove the container whatever its state (what the context manager does)."""
-        super().stop(force=True, delete_volume=True)
-        self._container = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def _require(self):
-        if self._container is None:
-            raise RuntimeError("the container is not started")
-        return self._container
-
     # -- readiness ---------------------------------------------------------
 
     @releasing
     def wait_ready(self) -> None:
         """Poll /readyz until 200, under a deadline; fail with state and logs."""
 
-        def probe() -> str:
-            container = self._require()
-            container.reload()
-            state = container.attrs["State"]
-            if state["Status"] in ("exited", "dead"):
-                raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
+        def check() -> str:
             try:
                 code, body = self.get("/readyz")
             except OSError as exc:
                 return f"no answer ({exc})"
             return f"/readyz {code} {body[:40]!r}"
 
-        try:
-            eventually(probe, lambda seen: seen.startswith("/readyz 200"),
-                       timeout=self.startup_timeout, max_interval=0.5,
-                       description="the container's /readyz to answer 200")
-        except WaitTimeout as exc:
-            raise ContainerNotReady(self._report(str(exc))) from None
-
-    def _report(self, what: str) -> str:
-        container = self._require()
-        state = container.attrs.get("State", {})
-        return (
-            f"server container {container.short_id} {what} "
-            f"(status {state.get('Status')}, health "
-            f"{state.get('Health', {}).get('Status', 'n/a')}); last log lines:\n"
-            f"{self.log_tail()}"
-        )
+        self._wait_until_ready(check, "/readyz 200", "the container's /readyz to answer 200")
 
     # -- access ------------------------------------------------------------
-
-    # The server's /status, as on every target. This shadows testcontainers'
-    # ``status`` property (Docker's state, read only by its wait strategies,
-    # which this class does not use); Docker's state is get_wrapped_container().status.
-    status = HttpEndpoints.status  # type: ignore[assignment]
 
     @releasing
     def port_bindings(self) -> list[dict[str, str]]:
@@ -225,17 +258,6 @@ class WhisperLiveContainer(DockerContainer, HttpEndpoints):
         container.reload()
         state = container.attrs["State"]
         return None if state["Running"] else int(state["ExitCode"])
-
-    @releasing
-    def log_text(self) -> str:
-        stdout, stderr = self.get_logs()
-        return (stdout + stderr).decode(errors="replace")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_text().splitlines()[-lines:])
-        except Exception as exc:  # the container may be gone already
-            return f"(no logs: {exc})"
 
 
 def _filters(mine: bool) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import argparse
 import hashlib
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -94,29 +95,35 @@ def ensure_image(variant: str = "cpu") -> str:
     # Build output is progress: stderr, so stdout carries only the tag.
     if _run(build, stdout=sys.stderr).returncode != 0:
         raise ImageError(f"docker build of {tag} failed (output above)")
-    _remove_older(variant, tag)
+    remove_older(REPOSITORY, tag, prefix=f"{variant}-")
     return tag
 
 
-def _remove_older(variant: str, keep: str) -> None:
-    """Drop this variant's superseded images, so rebuilds do not fill the disk."""
+def remove_older(repository: str, keep: str, prefix: str = "") -> None:
+    """Drop the repository's superseded images (tags starting with ``prefix``), so
+    rebuilds do not fill the disk."""
     listed = _run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-                   REPOSITORY], capture_output=True).stdout.split()
-    old = [name for name in listed if name.startswith(f"{REPOSITORY}:{variant}-") and name != keep]
+                   repository], capture_output=True).stdout.split()
+    old = [name for name in listed if name.startswith(f"{repository}:{prefix}") and name != keep]
     if old:  # an image a container still uses is kept: rmi refuses, and that is fine
         _run(["docker", "rmi", *old], capture_output=True)
+
+
+def print_tag(build: Callable[[], str]) -> int:
+    """A command's body: build or reuse an image, print its tag; exit 1 with the reason."""
+    try:
+        print(build())
+    except ImageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build or reuse the earshot server image.")
     parser.add_argument("--variant", choices=VARIANTS, default="cpu")
     args = parser.parse_args(argv)
-    try:
-        print(ensure_image(args.variant))
-    except ImageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return print_tag(lambda: ensure_image(args.variant))
 
 
 if __name__ == "__main__":

@@ -54,10 +54,6 @@ class Offers:
     offered: frozenset[str]
     seen: Mapping[str, str] = field(default_factory=dict)
 
-    @classmethod
-    def everything(cls, why: str) -> Offers:
-        return cls(frozenset(EXTENSIONS), {name: why for name in EXTENSIONS})
-
     def missing(self, names: tuple[str, ...] | list[str]) -> list[str]:
         unknown = [n for n in names if n not in EXTENSIONS]
         if unknown:

@@ -25,21 +25,11 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
 
-from testcontainers.core.config import testcontainers_config
-from testcontainers.core.container import DockerContainer
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from earshot.testing.container import (
-    OWNER,
-    ContainerNotReady,
-    free_port,
-    releasing,
-    ryuk_available,
-)
-from earshot.testing.http import HttpEndpoints
+from earshot.testing.container import ServerContainer, releasing
 from earshot.testing.image import (
     LABEL,
     ROOT,
@@ -47,15 +37,15 @@ from earshot.testing.image import (
     ensure_base,
     ensure_engine,
     image_id,
+    print_tag,
+    remove_older,
     say,
 )
-from earshot.testing.waiting import WaitTimeout, eventually
 
 DOCKERFILE = ROOT / "Dockerfile.peer"
 LAUNCHER = ROOT / "scripts" / "peer" / "serve_whisperlive.py"
 CONTEXT = ROOT / "build" / "peer"  # ignored by git; rebuilt on every build
 REPOSITORY = "earshot-peer"
-PORT = 9090
 # Both base images (the public one and the debootstrap one) carry Python 3.11.
 TORCH_WHEEL = re.compile(r"torch-[^-]+\+cpu[^-]*-cp311-cp311-.*x86_64\.whl")
 
@@ -124,18 +114,17 @@ def build_peer_image() -> str:
     # Build output is progress: stderr, so stdout carries only the tag.
     if subprocess.run(build, stdout=sys.stderr).returncode != 0:
         raise ImageError(f"docker build of {tag} failed (output above)")
-    listed = subprocess.run(["docker", "image", "ls", "--format", "{{.Repository}}:{{.Tag}}",
-                             REPOSITORY], capture_output=True, text=True).stdout.split()
-    if old := [name for name in listed if name != tag]:  # rmi refuses an image in use: fine
-        subprocess.run(["docker", "rmi", *old], capture_output=True)
+    remove_older(REPOSITORY, tag)
     return tag
 
 
-class PeerContainer(DockerContainer, HttpEndpoints):
+class PeerContainer(ServerContainer):
     """WhisperLive 0.10's server in a container, removed on exit from ``with``."""
 
     controllable = False  # no fault helpers; start it, use it, remove it
-    host = "127.0.0.1"  # the port is published on loopback only
+    kind = "peer"
+    # WhisperLive serves no /status: the inherited status() raises, saying what
+    # the port answered, as on every target without one.
 
     def __init__(
         self,
@@ -149,21 +138,12 @@ class PeerContainer(DockerContainer, HttpEndpoints):
     ) -> None:
         """``api_key`` makes WhisperLive require it (``Authorization: Bearer``,
         ``?token=``); None (the default) accepts every client."""
-        if not ryuk_available():
-            testcontainers_config.ryuk_disabled = True
-        super().__init__(image or build_peer_image())
         settings = {"MAX_CLIENTS": max_clients, "MAX_CONNECTION_TIME": max_connection_time,
                     "API_KEY": api_key}
-        for name, value in settings.items():
-            if value is not None:
-                self.with_env(f"WHISPERLIVE_{name}", str(value))
-        for name, value in (env or {}).items():
-            self.with_env(name, value)
-        self.api_key = api_key
-        self.startup_timeout = startup_timeout
-        self.port = free_port()
-        self.ports[f"{PORT}/tcp"] = ("127.0.0.1", self.port)
-        self.with_kwargs(labels={LABEL: "true", OWNER: str(os.getpid())})
+        variables = {f"WHISPERLIVE_{name}": str(value) for name, value in settings.items()
+                     if value is not None}
+        super().__init__(image or build_peer_image(), env={**variables, **(env or {})},
+                         api_key=api_key, startup_timeout=startup_timeout)
 
     @releasing
     def start(self) -> PeerContainer:
@@ -171,29 +151,11 @@ class PeerContainer(DockerContainer, HttpEndpoints):
         self.wait_ready()
         return self
 
-    def remove(self) -> None:
-        """Remove the container whatever its state (what the context manager does)."""
-        super().stop(force=True, delete_volume=True)
-        self._container = None
-
-    def __exit__(self, *exc: object) -> None:
-        self.remove()
-
-    def _require(self) -> Any:
-        if self._container is None:
-            raise RuntimeError("the container is not started")
-        return self._container
-
     @releasing
     def wait_ready(self) -> None:
         """Until a WebSocket handshake succeeds, under a deadline; fail with the logs."""
 
-        def probe() -> str:
-            container = self._require()
-            container.reload()
-            state = container.attrs["State"]
-            if state["Status"] in ("exited", "dead"):
-                raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
+        def check() -> str:
             try:
                 with connect(self.ws_url, open_timeout=2, close_timeout=1,
                              additional_headers=self.auth_headers()):
@@ -202,44 +164,14 @@ class PeerContainer(DockerContainer, HttpEndpoints):
                 # Until the server listens, Docker's proxy accepts and drops connections.
                 return f"no handshake ({type(exc).__name__}: {exc})"
 
-        try:
-            eventually(probe, lambda seen: seen == "handshake ok",
-                       timeout=self.startup_timeout, max_interval=0.5,
-                       description="a WebSocket handshake with the peer")
-        except WaitTimeout as exc:
-            raise ContainerNotReady(self._report(str(exc))) from None
-
-    def _report(self, what: str) -> str:
-        container = self._require()
-        status = container.attrs.get("State", {}).get("Status")
-        return (f"peer container {container.short_id} {what} (status {status}); "
-                f"last log lines:\n{self.log_tail()}")
-
-    # WhisperLive serves no /status; this is HttpEndpoints' (it raises, saying what
-    # the port answered), as on every target. Docker's state: get_wrapped_container().
-    status = HttpEndpoints.status  # type: ignore[assignment]
-
-    @releasing
-    def log_text(self) -> str:
-        stdout, stderr = self.get_logs()
-        return (stdout + stderr).decode(errors="replace")
-
-    def log_tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_text().splitlines()[-lines:])
-        except Exception as exc:  # the container may be gone already
-            return f"(no logs: {exc})"
+        self._wait_until_ready(check, "handshake ok", "a WebSocket handshake with the peer")
 
 
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description="Build or reuse the WhisperLive 0.10 peer image "
                                         "and print its tag.").parse_args(argv)
-    try:
-        print(build_peer_image())
-    except ImageError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return print_tag(build_peer_image)
+
 
 
 if __name__ == "__main__":

@@ -68,9 +68,16 @@ def _worst(values: Sequence[float | None], fn=max) -> float | None:
     return fn(present) if present and len(present) == len(values) else None
 
 
+def sustained(run: Run) -> list[Stream]:
+    """The concurrent streams that came back whole and kept up with the audio."""
+    t = run.thresholds
+    return [s for s in run.concurrency
+            if s.wer is not None and s.wer <= t["clips.max_wer"]
+            and s.max_lag_s is not None and s.max_lag_s <= t["concurrency.max_lag_s"]]
+
+
 def measured(run: Run) -> dict[str, tuple[float | None, str]]:
     """Each threshold's measured value, with a note where it needs one."""
-    t = run.thresholds
     values: dict[str, tuple[float | None, str]] = {}
     if run.suite is not None:
         core, ext = run.suite.of("failed", "core"), run.suite.of("failed", "extension")
@@ -85,11 +92,8 @@ def measured(run: Run) -> dict[str, tuple[float | None, str]]:
         values["clips.max_final_s"] = (_worst([s.final_s for s in run.clips]), note)
         values["clips.max_rtf"] = (_worst([s.rtf for s in run.clips]), note)
     if run.concurrency:
-        sustained = [s for s in run.concurrency
-                     if s.wer is not None and s.wer <= t["clips.max_wer"]
-                     and s.max_lag_s is not None and s.max_lag_s <= t["concurrency.max_lag_s"]]
         values["concurrency.min_sustained"] = (
-            len(sustained), f"of {len(run.concurrency)} streams")
+            len(sustained(run)), f"of {len(run.concurrency)} streams")
         values["concurrency.max_lag_s"] = (_worst([s.max_lag_s for s in run.concurrency]), "")
         values["concurrency.max_final_s"] = (_worst([s.final_s for s in run.concurrency]), "")
     if run.network:
@@ -152,7 +156,7 @@ def metrics(run: Run, checks: Sequence[Check]) -> dict[str, Any]:
         "clips": [s.as_dict() for s in run.clips],
         "concurrency": {
             "streams": len(run.concurrency),
-            "sustained": measured(run).get("concurrency.min_sustained", (None, ""))[0],
+            "sustained": len(sustained(run)),
             "worst_final_s": _worst([s.final_s for s in run.concurrency]),
             "per_stream": [s.as_dict() for s in run.concurrency]},
         "network": [s.as_dict() for s in run.network],
