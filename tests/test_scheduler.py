@@ -105,3 +105,46 @@ async def test_urgent_work_jumps_the_queue_and_may_overlap_its_own_pass() -> Non
         gate.set()
         await scheduler.close()
     assert log[0] == "slow" and sorted(log) == ["other", "slow", "slow"]
+
+
+async def test_a_first_text_pass_jumps_the_queue() -> None:
+    scheduler = FairScheduler(workers=1)
+    scheduler.start()
+    log: list[str] = []
+    gate = threading.Event()
+    try:
+        busy = FakeSession("busy", 1, log, scheduler, gate)
+        waiting = [FakeSession(f"old{i}", 1, log, scheduler) for i in range(2)]
+        new = FakeSession("new", 2, log, scheduler)
+        scheduler.submit(busy)  # holds the only worker until the gate opens
+        await eventually_async(lambda: scheduler.busy, lambda n: n == 1,
+                               description="the gated pass to be running")
+        for session in waiting:
+            scheduler.submit(session)
+        scheduler.submit(new, first=True)
+        assert scheduler.queued == 3
+        gate.set()
+        await eventually_async(lambda: len(log), lambda n: n == 5,
+                               description="every pass")
+    finally:
+        gate.set()
+        await scheduler.close()
+    assert log[:2] == ["busy", "new"]
+    assert sorted(log) == ["busy", "new", "new", "old0", "old1"]
+
+
+async def test_a_first_text_pass_waits_while_its_own_pass_runs() -> None:
+    scheduler = FairScheduler(workers=2)
+    scheduler.start()
+    log: list[str] = []
+    gate = threading.Event()
+    try:
+        new = FakeSession("new", 2, log, scheduler, gate)
+        scheduler.submit(new, first=True)
+        await eventually_async(lambda: scheduler.busy, lambda n: n == 1,
+                               description="its first pass to be running")
+        scheduler.submit(new, first=True)  # ignored: not urgent, and its pass runs
+        assert scheduler.queued == 0 and scheduler.busy == 1
+    finally:
+        gate.set()
+        await scheduler.close()

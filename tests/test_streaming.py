@@ -31,8 +31,26 @@ def test_first_pass_waits_for_enough_audio() -> None:
     assert not stream.wants_pass()  # nothing new since the job started
 
 
+def test_passes_come_sooner_until_words_are_heard() -> None:
+    stream = TranscriptStream(StreamSettings(first_pass_seconds=0.5, step_seconds=0.5,
+                                             early_step_seconds=0.25))
+    stream.add_audio(seconds(0.5))
+    stream.apply(stream.next_job(), WindowResult(no_speech=True))
+    stream.add_audio(seconds(0.25))
+    assert stream.wants_pass()  # nothing heard yet: a quarter second is enough
+    looping = WindowResult([WindowSegment(0, 0.7, "and so, and so, and so")], suspect=True)
+    stream.apply(stream.next_job(), looping)
+    stream.add_audio(seconds(0.25))
+    assert stream.wants_pass()  # a looping pass heard nothing
+    stream.apply(stream.next_job(), result((0, 0.7, "And so")))
+    stream.add_audio(seconds(0.25))
+    assert not stream.wants_pass()  # words heard: back to half a second
+    stream.add_audio(seconds(0.25))
+    assert stream.wants_pass()
+
+
 def test_segments_followed_by_others_complete_and_window_moves() -> None:
-    stream = TranscriptStream()
+    stream = TranscriptStream(StreamSettings(settle_seconds=1.0))
     stream.add_audio(seconds(6))
     job = stream.next_job()
     update = stream.apply(job, result((0, 2.5, "one"), (2.5, 5, "two"), tail=(5, 6, "thr")))
@@ -56,17 +74,86 @@ def test_segments_near_the_window_end_stay_partial() -> None:
     assert stream.offset == 3 * SAMPLE_RATE
 
 
-def test_a_suspect_pass_completes_nothing() -> None:
+def test_a_suspect_pass_is_neither_completed_nor_shown() -> None:
     stream = TranscriptStream()
-    stream.add_audio(seconds(6))
+    stream.add_audio(seconds(3))
+    stream.apply(stream.next_job(), result((0, 2, "and so my fellow")))
+    stream.add_audio(seconds(3))
     looping = WindowResult([WindowSegment(0, 2, "a"), WindowSegment(2, 3, "a")], suspect=True)
-    stream.apply(stream.next_job(), looping)
-    assert [(s.text, s.completed) for s in stream.segments()] == [("a a", False)]
+    update = stream.apply(stream.next_job(), looping)
+    # The looping text never reaches a snapshot: the last sound partial stands.
+    assert not update.changed
+    assert [(s.text, s.completed) for s in stream.segments()] == [
+        ("and so my fellow", False)]
     assert stream.offset == 0
 
 
+def test_a_full_window_that_still_loops_moves_on_with_each_text_once() -> None:
+    stream = TranscriptStream(StreamSettings(max_window_seconds=5))
+    stream.add_audio(seconds(6))
+    looping = WindowResult([WindowSegment(0, 2, "ask not"), WindowSegment(2, 3, "ask not"),
+                            WindowSegment(3, 5, "what")], suspect=True)
+    stream.apply(stream.next_job(), looping)
+    assert [(s.text, s.completed) for s in stream.segments()] == [
+        ("ask not", True), ("what", True)]
+    assert stream.offset == 5 * SAMPLE_RATE
+
+
+def test_segments_two_passes_agree_on_complete_before_they_settle() -> None:
+    stream = TranscriptStream(StreamSettings(settle_seconds=1.0, confirm_passes=2))
+    stream.add_audio(seconds(3))
+    # "one" ends 0.5 s before the window does: not settled, so it stays partial.
+    stream.apply(stream.next_job(), result((0, 2.5, "one"), tail=(2.5, 3, "tw")))
+    assert not any(s.completed for s in stream.segments())
+    stream.add_audio(seconds(0.5))
+    stream.apply(stream.next_job(), result((0.1, 2.5, "one"), tail=(2.5, 3.5, "two")))
+    assert [(s.text, s.completed) for s in stream.segments()] == [
+        ("one", True), ("two", False)]
+    assert stream.offset == int(2.5 * SAMPLE_RATE)
+
+
+def test_passes_that_disagree_confirm_nothing_early() -> None:
+    stream = TranscriptStream(StreamSettings(settle_seconds=1.0, confirm_passes=2))
+    stream.add_audio(seconds(3))
+    stream.apply(stream.next_job(), result((0, 2.5, "one"), tail=(2.5, 3, "tw")))
+    stream.add_audio(seconds(0.5))
+    stream.apply(stream.next_job(), result((0, 3.0, "won"), tail=(3.0, 3.5, "two")))
+    assert not any(s.completed for s in stream.segments())
+    stream.add_audio(seconds(0.5))
+    # The streak restarted at the difference: the next pass that agrees with this
+    # one is the second in a row, and completes it (unsettled: it ends at 3.2 of 4 s).
+    stream.apply(stream.next_job(), result((0, 3.2, "won"), tail=(3.2, 4, "two")))
+    assert [(s.text, s.completed) for s in stream.segments()] == [
+        ("won", True), ("two", False)]
+
+
+def test_a_last_segment_two_passes_gave_completes_once_settled() -> None:
+    # The model stops at a sentence's end and ignores the speech after it: the
+    # sentence is completed so that the next window starts with that speech.
+    stream = TranscriptStream(StreamSettings(settle_seconds=2.0))
+    stream.add_audio(seconds(5))
+    stream.apply(stream.next_job(), result((0, 2.5, "your country.")))
+    assert not stream.segments()[-1].completed  # settled, but given by one pass only
+    stream.add_audio(seconds(0.5))
+    stream.apply(stream.next_job(), result((0, 2.5, "your country.")))
+    assert [(s.text, s.completed) for s in stream.segments()] == [("your country.", True)]
+    assert stream.offset == int(2.5 * SAMPLE_RATE)  # not the window's end: 3 s unheard
+
+
+def test_the_next_window_starts_at_the_quietest_point_near_a_segment_end() -> None:
+    stream = TranscriptStream(StreamSettings(settle_seconds=1.0))
+    speech = np.full(6 * SAMPLE_RATE, 0.1, dtype=np.float32)
+    gap = slice(int(2.20 * SAMPLE_RATE), int(2.26 * SAMPLE_RATE))  # the pause between words
+    speech[gap] = 0.0
+    stream.add_audio(speech)
+    # The model dates the end 0.2 s late, inside the next word.
+    stream.apply(stream.next_job(), result((0, 2.42, "prudently"), tail=(2.42, 6, "in his")))
+    assert 2.20 <= stream.offset / SAMPLE_RATE <= 2.26
+
+
 def test_repeated_partial_completes_after_threshold() -> None:
-    stream = TranscriptStream(StreamSettings(same_output_threshold=3))
+    # Never settled (the window is shorter than settle_seconds): only the repeats count.
+    stream = TranscriptStream(StreamSettings(same_output_threshold=3, settle_seconds=5.0))
     for _ in range(2):
         stream.add_audio(seconds(1))
         stream.apply(stream.next_job(), result((0, 1, "hello")))
@@ -127,7 +214,7 @@ def test_long_backlog_after_end_of_audio_is_worked_off_in_windows() -> None:
 
 
 def test_only_last_n_completed_are_sent() -> None:
-    stream = TranscriptStream(StreamSettings(send_last_n_segments=2))
+    stream = TranscriptStream(StreamSettings(send_last_n_segments=2, settle_seconds=1.0))
     stream.add_audio(seconds(4))
     stream.apply(stream.next_job(), result((0, 1, "a"), (1, 2, "b"), (2, 3, "c"), tail=(3, 4, "d")))
     assert [s.text for s in stream.segments()] == ["b", "c", "d"]

@@ -31,6 +31,7 @@ from earshot.server.engine import Transcriber
 from earshot.server.metrics import Metrics
 from earshot.server.scheduler import FairScheduler
 from earshot.server.session import Session, peer
+from earshot.server.streaming import StreamSettings
 
 log = logging.getLogger("earshot.server")
 
@@ -107,7 +108,8 @@ class Server:
     def _load_model(self) -> Transcriber:
         c = self.config
         return Transcriber(
-            c.model, c.device, c.compute_type, c.cpu_threads, c.workers, c.beam_size
+            c.model, c.device, c.compute_type, c.cpu_threads, c.workers, c.beam_size,
+            c.partial_beam_size,
         )
 
     async def drain(self) -> None:
@@ -215,7 +217,10 @@ class Server:
         if len(self.sessions) >= self.config.max_clients or self.draining:
             await self._refuse_full(ws, config, remote)
             return
-        session = Session(config, ws, self.transcriber, self.scheduler, self.metrics)
+        session = Session(config, ws, self.transcriber, self.scheduler, self.metrics,
+                          StreamSettings(first_pass_seconds=self.config.first_pass_seconds,
+                                         settle_seconds=self.config.settle_seconds,
+                                         confirm_passes=self.config.confirm_passes))
         self.sessions[session.session_id] = session
         self.metrics.sessions.set(len(self.sessions))
         log.info("session started", extra={"fields": {

@@ -34,6 +34,10 @@ class ServerConfig:
     cpu_threads: int = 0  # 0: the cores divided among the workers
     workers: int = 2
     beam_size: int = 5
+    partial_beam_size: int = 1
+    first_pass_seconds: float = 0.5
+    settle_seconds: float = 2.0
+    confirm_passes: int = 0
     max_clients: int = 4
     max_connection_time: float = 600.0
     api_key: str | None = None
@@ -56,7 +60,15 @@ _HELP = {
     "compute_type": "auto (float16 on CUDA, int8 on CPU) or a CTranslate2 compute type",
     "cpu_threads": "threads per inference worker; 0 divides the cores among the workers",
     "workers": "inference worker threads sharing the model",
-    "beam_size": "beam size for decoding (1 is greedy and faster)",
+    "beam_size": "beam size for decoding (1 is greedy and faster); the final pass uses it",
+    "partial_beam_size": "beam size of the passes before END_OF_AUDIO, whose text is "
+                         "redone by the next pass",
+    "first_pass_seconds": "audio a session needs before its first pass (first text comes "
+                          "this much plus one pass after the first audio)",
+    "settle_seconds": "a segment is completed once the window reaches this far past its "
+                      "end (longer: more context for the words after it)",
+    "confirm_passes": "also complete a segment once this many passes in a row agree on it "
+                      "(0: off; segments then complete once settled)",
     "max_clients": "sessions served at once; the next one gets WAIT and close 1013",
     "max_connection_time": "seconds a session may last before DISCONNECT and close 1001",
     "api_key": "require this key (Bearer header or ?token=); unset: no key needed",
@@ -125,7 +137,7 @@ def validate(config: ServerConfig) -> ServerConfig:
         raise ConfigError(f"--device cuda: {problem}")
     if not 0 <= config.port <= 65535:
         raise ConfigError(f"--port: {config.port} is not a port number (0-65535)")
-    positive = ("workers", "beam_size", "max_clients", "max_frame_bytes")
+    positive = ("workers", "beam_size", "partial_beam_size", "max_clients", "max_frame_bytes")
     for name in positive:
         if getattr(config, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')}: must be at least 1")
@@ -133,6 +145,13 @@ def validate(config: ServerConfig) -> ServerConfig:
                  "ping_interval", "ping_timeout", "drain_timeout"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be greater than 0")
+    if not 0.1 <= config.first_pass_seconds <= 10:
+        raise ConfigError("--first-pass-seconds: must be between 0.1 and 10")
+    if not 0 <= config.settle_seconds <= 10:
+        raise ConfigError("--settle-seconds: must be between 0 and 10")
+    if config.confirm_passes < 0 or config.confirm_passes == 1:
+        raise ConfigError("--confirm-passes: must be 0 (off) or 2 or more (1 would "
+                          "confirm every pass's text unchecked)")
     if config.cpu_threads < 0:
         raise ConfigError("--cpu-threads: must be 0 (automatic) or more")
     if config.log_format not in LOG_FORMATS:

@@ -41,7 +41,15 @@ ENCODE_PADDING_FRAMES = 100  # trailing silence so the last word is heard to end
 MAX_TOKENS_PER_SECOND = 8
 MAX_WORDS_PER_SECOND = 6.0  # fast read speech is ~4; above this a segment is a loop
 VAD_LEAD_SAMPLES = int(0.3 * SAMPLE_RATE)  # kept before the first speech VAD finds
-MAX_WINDOW_SECONDS = (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND
+# Quiet put before every window (see quiet_lead). With a short encoder context
+# tiny.en drops a window's first word when speech starts at its very first sample
+# ("And Mr. John Dashwood" read as "Mr. John Dashwood"); half a second of quiet
+# first lets it hear that word.
+LEAD_SECONDS = 0.5
+QUIET_RMS = 0.01  # -40 dBFS: the pauses of the speech clips are -47 to -54
+MAX_WINDOW_SECONDS = (
+    (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND - LEAD_SECONDS
+)
 
 
 CERTAIN_NO_SPEECH = 0.9  # no_speech_prob over which a window is silent, however it decodes
@@ -123,10 +131,10 @@ class WindowResult:
         return self.segments + ([self.tail] if self.tail else [])
 
     def shifted(self, seconds: float) -> WindowResult:
-        """The same result with every time ``seconds`` later."""
+        """The same result with every time ``seconds`` later (none before 0)."""
 
         def move(s: WindowSegment) -> WindowSegment:
-            return WindowSegment(s.start + seconds, s.end + seconds, s.text)
+            return WindowSegment(max(0.0, s.start + seconds), max(0.0, s.end + seconds), s.text)
 
         return replace(
             self,
@@ -193,11 +201,14 @@ class Transcriber:
         cpu_threads: int = 0,
         workers: int = 1,
         beam_size: int = 5,
+        partial_beam_size: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.compute_type = resolve_compute_type(compute_type, self.device)
         self.model_name = str(model or bundled_model_path())
         self.beam_size = beam_size
+        # Partial passes are redone half a second later; the final pass is not.
+        self.partial_beam_size = partial_beam_size or beam_size
         if cpu_threads <= 0:
             # Split the cores between the workers so they do not fight.
             cpu_threads = max(1, (os.cpu_count() or 1) // max(1, workers))
@@ -246,10 +257,11 @@ class Transcriber:
             return self._tokenizers[key]
 
     def _options(
-        self, tokenizer: Tokenizer, initial_prompt: str | None, max_new_tokens: int
+        self, tokenizer: Tokenizer, initial_prompt: str | None, max_new_tokens: int,
+        beam_size: int,
     ) -> TranscriptionOptions:
         return TranscriptionOptions(
-            beam_size=self.beam_size,
+            beam_size=beam_size,
             best_of=5,
             patience=1.0,
             length_penalty=1.0,
@@ -287,11 +299,12 @@ class Transcriber:
         initial_prompt: str | None = None,
         no_speech_threshold: float = 0.45,
         vad: bool = False,
+        partial: bool = False,
     ) -> WindowResult:
         """Transcribe one window of at most MAX_WINDOW_SECONDS of 16 kHz audio.
 
         With ``vad``, Silero VAD looks first and a window without speech costs
-        no decoding at all.
+        no decoding at all. A ``partial`` pass decodes with ``partial_beam_size``.
         """
         duration = len(audio) / SAMPLE_RATE
         if duration > MAX_WINDOW_SECONDS + 1e-6:
@@ -306,8 +319,11 @@ class Transcriber:
             # first words too early.
             skip = max(0, speech[0]["start"] - VAD_LEAD_SAMPLES)
             audio, shift = audio[skip:], skip / SAMPLE_RATE
-        window = self._transcribe(audio, language, task, initial_prompt, no_speech_threshold)
-        return window.shifted(shift) if shift else window
+        lead = quiet_lead(audio, round(LEAD_SECONDS * SAMPLE_RATE))
+        beam_size = self.partial_beam_size if partial else self.beam_size
+        window = self._transcribe(np.concatenate([lead, audio]), language, task,
+                                  initial_prompt, no_speech_threshold, beam_size)
+        return window.shifted(shift - LEAD_SECONDS)
 
     def _transcribe(
         self,
@@ -316,6 +332,7 @@ class Transcriber:
         task: str,
         initial_prompt: str | None,
         no_speech_threshold: float,
+        beam_size: int,
     ) -> WindowResult:
         duration = len(audio) / SAMPLE_RATE
         features = self._model.feature_extractor(audio)
@@ -341,7 +358,7 @@ class Transcriber:
         max_new_tokens = min(
             int(duration * MAX_TOKENS_PER_SECOND) + 16, self._model.max_length - len(prompt)
         )
-        options = self._options(tokenizer, initial_prompt, max_new_tokens)
+        options = self._options(tokenizer, initial_prompt, max_new_tokens, beam_size)
         result, avg_logprob, _, _ = self._model.generate_with_fallback(
             encoder_output, prompt, tokenizer, options
         )
@@ -374,6 +391,23 @@ class Transcriber:
         return WindowResult(
             segments, tail_segment, False, language, language_probability, suspect
         )
+
+
+def quiet_lead(audio: np.ndarray, samples: int) -> np.ndarray:
+    """``samples`` to put before ``audio``: digital silence when its quietest 100 ms
+    is quiet (speech in a quiet room; any noise there changes what tiny.en makes of
+    a short window), else noise as loud as that quietest part (a window of steady
+    noise: silence followed by noise makes the model invent words)."""
+    frame = SAMPLE_RATE // 10
+    frames = len(audio) // frame
+    if frames < 1 or samples < 1:
+        return np.zeros(max(samples, 0), dtype=np.float32)
+    levels = np.sqrt((audio[:frames * frame].astype(np.float64).reshape(frames, -1) ** 2)
+                     .mean(axis=1))
+    if levels.min() < QUIET_RMS:
+        return np.zeros(samples, dtype=np.float32)
+    rng = np.random.default_rng(0)  # the same lead for the same audio: passes agree
+    return (rng.standard_normal(samples) * levels.min()).astype(np.float32)
 
 
 def looks_like_path(name: str) -> bool:

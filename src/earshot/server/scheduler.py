@@ -7,7 +7,10 @@ checks and closes) and, if the session wants another pass, puts it at the
 back. A client that sends audio faster than it can be transcribed therefore
 gets one pass per turn like everybody else, and cannot starve the others.
 
-The one exception is urgent work: a session's final pass after END_OF_AUDIO
+Two kinds of pass go to the front of the queue. A session's passes until its
+first text (for at most its first session.FIRST_TEXT_SECONDS of audio, so a client
+sending silence cannot keep the front) are what a new user waits for, and
+they are few. And urgent work: a session's final pass after END_OF_AUDIO
 goes to the front of the queue and may start while the session's previous
 pass is still running (its result is then stale, and the session drops it).
 Each session has one final pass, so this cannot be used to starve anybody,
@@ -69,21 +72,23 @@ class FairScheduler:
             executor, self._executor = self._executor, None
             await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
 
-    def submit(self, session: Schedulable, urgent: bool = False) -> None:
+    def submit(self, session: Schedulable, urgent: bool = False, first: bool = False) -> None:
         """Queue ``session`` unless it is already queued or running.
 
-        ``urgent`` puts it at the front, even while a pass of it is running.
+        ``urgent`` puts it at the front, even while a pass of it is running;
+        ``first`` puts it at the front only (the session's first text is due).
         """
         key = id(session)
+        front = urgent or first
         if key in self._queued:
-            if urgent:
+            if front:
                 self._queue.remove(session)
                 self._queue.appendleft(session)
             return
         if self._running[key] and not urgent:
             return  # the session resubmits itself when its pass ends
         self._queued.add(key)
-        if urgent:
+        if front:
             self._queue.appendleft(session)
         else:
             self._queue.append(session)

@@ -15,6 +15,7 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -27,6 +28,9 @@ from earshot.server.scheduler import FairScheduler
 from earshot.server.streaming import Job, StreamSettings, TranscriptStream
 
 log = logging.getLogger("earshot.session")
+# Until a pass has heard words, and for at most this much audio, a session's
+# passes go to the front of the queue (see earshot.server.scheduler).
+FIRST_TEXT_SECONDS = 3.0
 
 
 def peer(connection: ServerConnection) -> str:
@@ -80,7 +84,10 @@ class Session:
         transcriber: Transcriber,
         scheduler: FairScheduler,
         metrics: Metrics,
+        settings: StreamSettings | None = None,
     ) -> None:
+        """``settings``: the server's pass policy; the client's config sets how many
+        segments are sent and when a repeated partial is completed."""
         self.config = config
         self.connection = connection
         self.uid = config.uid
@@ -88,7 +95,8 @@ class Session:
         self.remote = peer(connection)
         self.started = time.monotonic()
         self.stream = TranscriptStream(
-            StreamSettings(
+            replace(
+                settings or StreamSettings(),
                 send_last_n_segments=config.send_last_n_segments,
                 same_output_threshold=config.same_output_threshold,
             )
@@ -144,7 +152,9 @@ class Session:
 
     def _wake(self, urgent: bool = False) -> None:
         if not self.closed and self.stream.wants_pass():
-            self._scheduler.submit(self, urgent)
+            first = (not self.stream.heard
+                     and self.stream.received_seconds <= FIRST_TEXT_SECONDS)
+            self._scheduler.submit(self, urgent, first)
             self._metrics.queue.set(self._scheduler.queued)
 
     # -- Schedulable -------------------------------------------------------
@@ -161,6 +171,7 @@ class Session:
             initial_prompt=self.config.initial_prompt,
             no_speech_threshold=self.config.no_speech_thresh,
             vad=self.config.use_vad,
+            partial=not job.final,
         )
         return lambda: (job, transcribe())
 

@@ -3,10 +3,12 @@
 Audio arrives in frames; each inference pass re-transcribes the unconfirmed
 window (from the end of the last completed segment to the newest sample), as
 WhisperLive does. A segment is completed once the model has moved past it
-(another segment follows it, and it ends a second before the window does),
-once the same partial text came back ``same_output_threshold`` times, or when
-the window is full. After END_OF_AUDIO one final pass completes everything
-left.
+(another segment follows it, or two passes in a row closed it there, and it
+ends ``settle_seconds`` before the window does), once the same partial text
+came back ``same_output_threshold`` times, or when the window is full. The
+next window starts at the quietest point near the completed segment's end. A
+pass that loops is neither shown nor completed. After END_OF_AUDIO one final
+pass completes everything left.
 
 Because every pass reads all audio received so far, a stream whose passes
 fall behind is coalesced naturally: the next pass covers all new audio, and
@@ -23,6 +25,13 @@ import numpy as np
 from earshot.protocol import SAMPLE_RATE, Segment
 from earshot.server.engine import MAX_WINDOW_SECONDS, WindowResult
 
+# Whisper's segment ends can fall a few hundred milliseconds into the next word;
+# a window starting there mishears it ("in his power" as "and is power"). So the
+# next window starts at the quietest 20 ms within this span around the end.
+CUT_SEARCH_BEFORE_SECONDS = 0.4
+CUT_SEARCH_AFTER_SECONDS = 0.1
+CUT_FRAME_SAMPLES = SAMPLE_RATE // 50
+
 # When a window holds no speech its audio is dropped, but the last second is
 # kept in case a word is just beginning there.
 SILENCE_KEEP_SECONDS = 1.0
@@ -30,12 +39,22 @@ SILENCE_KEEP_SECONDS = 1.0
 
 @dataclass(frozen=True)
 class StreamSettings:
-    first_pass_seconds: float = 1.0  # audio needed before the first pass
+    first_pass_seconds: float = 0.5  # audio needed before the first pass
     step_seconds: float = 0.5  # new audio needed for each further pass
+    # ... until a pass has heard words (a looping pass does not count): the first
+    # text is what a user waits for, and on under a second of audio tiny.en often
+    # loops ("and so, and so, ...") or hears nothing yet.
+    early_step_seconds: float = 0.2
     max_window_seconds: float = MAX_WINDOW_SECONDS
-    settle_seconds: float = 1.0  # a segment must end this long before the window to complete
+    settle_seconds: float = 2.0  # a segment must end this long before the window to complete
     send_last_n_segments: int = 10
     same_output_threshold: int = 10
+    # Also complete a closed segment once this many passes in a row agree on it
+    # (same text, same start within AGREE_START_SECONDS), settled or not; 0: off.
+    confirm_passes: int = 0
+
+
+AGREE_START_SECONDS = 0.3
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,8 @@ class TranscriptStream:
         self._last_job_end = 0
         self._final_issued = False
         self._repeats = 0
+        self._heard = False  # a pass has returned words
+        self._agreed: list[tuple[Segment, int]] = []  # the last pass's items, passes seen
 
     # -- input -------------------------------------------------------------
 
@@ -93,6 +114,11 @@ class TranscriptStream:
         return (self.received - self.offset) / SAMPLE_RATE
 
     @property
+    def heard(self) -> bool:
+        """Whether a pass has returned words yet (a looping pass does not count)."""
+        return self._heard
+
+    @property
     def received_seconds(self) -> float:
         return self.received / SAMPLE_RATE
 
@@ -103,7 +129,10 @@ class TranscriptStream:
             return True
         new = (self.received - self._last_job_end) / SAMPLE_RATE
         settings = self.settings
-        needed = settings.first_pass_seconds if self.passes == 0 else settings.step_seconds
+        if self.passes == 0:
+            needed = settings.first_pass_seconds
+        else:
+            needed = settings.step_seconds if self._heard else settings.early_step_seconds
         return new >= needed and self.received > self.offset
 
     def next_job(self) -> Job:
@@ -123,43 +152,78 @@ class TranscriptStream:
         items = [
             Segment(base + s.start, base + s.end, s.text) for s in result.all_segments
         ]
+        self._heard = self._heard or (bool(items) and not result.suspect)
         if job.final:
             self._complete(items, job.end)
             self._partial = None
             self.finished = True
             return Update(self.segments() != before, True)
+        window_full = job.end - job.start >= int(self.settings.max_window_seconds * SAMPLE_RATE)
+        if result.suspect and not window_full:
+            # A looping pass: nothing of it is completed or shown; the last
+            # partial stands until a sound pass replaces it.
+            self._agreed = []
+            return Update(False, False)
+        if result.suspect:
+            # A full window that still loops: the window must move on, so its
+            # segments are completed, each text once.
+            self._agreed, self._partial = [], None
+            self._complete(_each_once(items), job.end)
+            return Update(self.segments() != before, False)
         if not items:
             self._partial = None
+            self._agreed = []
             self._advance(job.end - int(SILENCE_KEEP_SECONDS * SAMPLE_RATE))
             return Update(self.segments() != before, False)
 
-        # Segments followed by another one are done, but only those ending a
-        # while before the window does: near the end, where the next pass sees
-        # more audio, the model still moves boundaries, and completing there
-        # repeated words across the boundary under load.
+        # A segment followed by another is done once it ends a while before the
+        # window does: near the end, where the next pass sees more audio, the model
+        # still moves boundaries, and completing there repeated words across the
+        # boundary under load. The last segment, with nothing after it, is done only
+        # when it is settled and two passes in a row gave it: the model sometimes
+        # stops at a sentence's end and ignores the speech after it (which must
+        # then start the next window), but sometimes it also dates a segment's end
+        # too early. The open tail (words still being spoken) is never done here.
+        streaks = self._streaks(items)
         settled_until = job.end / SAMPLE_RATE - self.settings.settle_seconds
         count = 0
-        while count < len(items) - 1 and items[count].end <= settled_until:
+        while count < len(result.segments) and items[count].end <= settled_until and (
+                count < len(items) - 1 or streaks[count] >= 2):
             count += 1
-        if result.suspect:
-            count = 0  # a looping pass may show text, but completes none
-        done, partial = items[:count], _merged(items[count:])
-        if self._partial is not None and partial.text == self._partial.text:
+        needed = self.settings.confirm_passes
+        while needed and count < len(result.segments) and streaks[count] >= needed:
+            count += 1
+        done, rest = items[:count], items[count:]
+        partial = _merged(rest) if rest else None
+        if partial is not None and self._partial is not None \
+                and partial.text == self._partial.text:
             self._repeats += 1
         else:
             self._repeats = 0
-        window_full = job.end - job.start >= int(self.settings.max_window_seconds * SAMPLE_RATE)
         stuck = self._repeats + 1 >= self.settings.same_output_threshold
-        if stuck or (window_full and not done):
+        forced = stuck or (window_full and not done)
+        if forced:
             done, partial = items, None
+        self._agreed = self._agreed[len(done):]  # completed items leave the window
         if done:
-            # The next window starts where the last completed segment ends,
-            # or at the window's end when everything was completed.
-            until = job.end if partial is None else job.start + _samples(done[-1].end - base)
+            # The next window starts where the last completed segment ends (at the
+            # quietest point near it), or at the window's end when it was forced.
+            until = job.end if forced else job.start + _quietest(
+                job.audio, _samples(done[-1].end - base))
             self._complete(done, until)
             self._repeats = 0
         self._partial = partial
         return Update(self.segments() != before, False)
+
+    def _streaks(self, items: list[Segment]) -> list[int]:
+        """For each item, how many passes in a row (this one included) gave it. A
+        difference restarts the streak of that item and of every one after it."""
+        streaks, agreeing = [], True
+        for i, item in enumerate(items):
+            agreeing = agreeing and i < len(self._agreed) and _same(item, self._agreed[i][0])
+            streaks.append(self._agreed[i][1] + 1 if agreeing else 1)
+        self._agreed = list(zip(items, streaks, strict=True))
+        return streaks
 
     def _complete(self, items: list[Segment], until: int) -> None:
         for item in items:
@@ -189,11 +253,42 @@ class TranscriptStream:
         return items
 
 
+def _same(a: Segment, b: Segment) -> bool:
+    """Two passes saw the same segment: the same words, starting at about the same time."""
+    return a.text.strip() == b.text.strip() and abs(a.start - b.start) <= AGREE_START_SECONDS
+
+
+def _each_once(items: list[Segment]) -> list[Segment]:
+    """The items without those whose text an earlier one already had."""
+    seen: set[str] = set()
+    kept = []
+    for item in items:
+        if item.text.strip().lower() not in seen:
+            seen.add(item.text.strip().lower())
+            kept.append(item)
+    return kept
+
+
 def _merged(items: list[Segment]) -> Segment:
     """Several uncompleted segments shown as one partial."""
     if len(items) == 1:
         return items[0]
     return Segment(items[0].start, items[-1].end, " ".join(s.text for s in items))
+
+
+def _quietest(audio: np.ndarray, at: int) -> int:
+    """The start of the quietest 20 ms frame of ``audio`` near sample ``at`` (of
+    equally quiet ones, the nearest: in silence the cut stays where it was)."""
+    first = max(0, at - round(CUT_SEARCH_BEFORE_SECONDS * SAMPLE_RATE))
+    last = min(len(audio), at + round(CUT_SEARCH_AFTER_SECONDS * SAMPLE_RATE))
+    frames = (last - first) // CUT_FRAME_SAMPLES
+    if frames < 1:
+        return min(at, len(audio))
+    span = audio[first:first + frames * CUT_FRAME_SAMPLES].reshape(frames, -1)
+    energy = (span.astype(np.float64) ** 2).mean(axis=1)
+    starts = first + np.arange(frames) * CUT_FRAME_SAMPLES
+    quietest = np.flatnonzero(energy <= energy.min() * (1 + 1e-6) + 1e-12)
+    return int(starts[quietest[np.argmin(np.abs(starts[quietest] - at))]])
 
 
 def _samples(seconds: float) -> int:
