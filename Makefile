@@ -10,7 +10,7 @@ COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo "docker c
                   elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .PHONY: setup test unit integration isolation integration-gpu lint engine image up down logs \
-        serve bench validate validate-peer peer-image clean
+        serve bench load capacity validate validate-peer peer-image clean
 
 setup: $(STAMP)
 
@@ -103,6 +103,27 @@ serve: setup
 
 bench: setup
 	$(PY) bench/server_latency.py
+
+# Locust, headless, against the server container (or TARGET=ws://host:port):
+# USERS real-time streams, SPAWN_RATE users started a second, for DURATION
+# seconds; WORKERS=N runs Locust's master with N worker processes. Locust's CSV
+# and HTML reports go to reports/load-<UTC time>/.
+USERS      ?= 4
+SPAWN_RATE ?= 1
+DURATION   ?= 60
+WORKERS    ?= 0
+LOAD = $(PY) -m earshot.load
+LOAD_TARGET = $(if $(TARGET),--target $(TARGET)) $(if $(API_KEY),--api-key $(API_KEY))
+load: $(if $(TARGET),setup,image)
+	$(LOAD) load $(LOAD_TARGET) --users $(USERS) --spawn-rate $(SPAWN_RATE) \
+	    --duration $(DURATION) --workers $(WORKERS)
+
+# The most concurrent real-time streams the server holds (every one whole, p95
+# first text and final <= 1.5 s), then SOAK seconds of churn at 75 % of that.
+# PEER=1 also measures upstream WhisperLive 0.10 under the same load.
+SOAK ?= 1800
+capacity: $(if $(TARGET),setup,image) $(if $(PEER),peer-image)
+	$(LOAD) capacity $(LOAD_TARGET) --soak $(SOAK) $(if $(PEER),--peer)
 
 clean:
 	-docker ps -aq --filter label=org.earshot.managed | xargs -r docker rm -f

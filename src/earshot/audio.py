@@ -157,6 +157,27 @@ def load_clip(name: str) -> np.ndarray:
     return load_audio(clip_path(name))
 
 
+@dataclass(frozen=True)
+class Speech:
+    """A manifest clip decoded, with its reference transcript."""
+
+    name: str
+    samples: np.ndarray
+    reference: str
+
+    @property
+    def seconds(self) -> float:
+        return len(self.samples) / SAMPLE_RATE
+
+
+def load_speech(name: str) -> Speech:
+    """One manifest clip as :class:`Speech`; ClipError when the manifest lacks it."""
+    manifest = load_manifest()
+    if name not in manifest:
+        raise ClipError(f"unknown clip {name!r}; the manifest has {', '.join(manifest)}")
+    return Speech(name, load_clip(name), manifest[name].reference)
+
+
 # -- generated signals ---------------------------------------------------------
 
 

@@ -26,10 +26,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import docker
-import numpy as np
 
 from earshot import audio
-from earshot.protocol import SAMPLE_RATE
+from earshot.audio import Speech as Clip
 from earshot.testing import wire
 from earshot.testing.proxy import PROFILES, Proxy
 from earshot.testing.wer import wer
@@ -38,21 +37,9 @@ STAGGER_S = 0.25  # concurrent streams start this far apart, so frames do not al
 STREAM_SLACK_S = 60.0  # a stream's deadline: its duration plus this
 
 
-@dataclass(frozen=True)
-class Clip:
-    name: str
-    samples: np.ndarray
-    reference: str
-
-    @property
-    def seconds(self) -> float:
-        return len(self.samples) / SAMPLE_RATE
-
-
 def load_clips() -> list[Clip]:
     """Every clip of the manifest, decoded once."""
-    return [Clip(name, audio.load_clip(name), clip.reference)
-            for name, clip in audio.load_manifest().items()]
+    return [audio.load_speech(name) for name in audio.load_manifest()]
 
 
 @dataclass

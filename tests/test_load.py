@@ -1,0 +1,86 @@
+"""The load tooling's own logic, without Locust or a server: what a session counts
+as a looping snapshot, its WER bounds, the capacity rule, and bad input to
+``python -m earshot.load``."""
+
+from __future__ import annotations
+
+import pytest
+
+from earshot.load import capacity as cap
+from earshot.load.cli import parse_args
+from earshot.load.session import SessionOptions, repeated_run
+
+JFK = ("And so my fellow Americans, ask not what your country can do for you, "
+       "ask what you can do for your country.")
+
+
+def test_a_snapshot_that_repeats_itself_is_a_loop() -> None:
+    # The snapshot the load issue quotes, read under load.
+    text = ("ask what you ask. And so, my fellow Americans ask not what your country "
+            "can do for you, ask what you")
+    assert repeated_run(text, JFK) is None  # repeats nothing five words long
+    looping = "And so my fellow Americans, and, and, and so my fellow Americans, and, and"
+    assert repeated_run(looping, JFK) == "and so my fellow americans"
+
+
+def test_speech_that_repeats_itself_is_not_a_loop() -> None:
+    reference = "one two three four five and again one two three four five"
+    assert repeated_run(reference, reference) is None
+    assert repeated_run(JFK, JFK) is None
+
+
+def test_a_clip_with_a_baseline_gets_its_own_bound() -> None:
+    options = SessionOptions(max_wer=0.10, wer_bounds={"jfk.flac": 0.05})
+    assert options.wer_bound("jfk.flac") == 0.05
+    assert options.wer_bound("other.wav") == 0.10
+
+
+def level(users: int, failures: int = 0, first: float = 1.0, final: float = 0.2
+          ) -> cap.Level:
+    step = {"count": 4, "failures": 0, "p50": 0.1, "max": 2.0}
+    steps = {"connect": {**step, "p95": 0.01, "failures": failures},
+             "first_text": {**step, "p95": first}, "final": {**step, "p95": final}}
+    return cap.Level(users, {"steps": steps, "failures": {}, "generator": {}})
+
+
+def test_capacity_is_the_last_level_before_the_first_that_did_not_hold() -> None:
+    levels = [level(1), level(2), level(4, final=1.6), level(6)]
+    assert [lv.held for lv in levels] == [True, True, False, True]
+    assert cap.capacity(levels) == 2
+    assert level(4, final=1.6).problems() == ["p95 final 1.60 s over 1.5 s"]
+    assert level(4, failures=2).problems() == ["2 failed step(s)"]
+    assert cap.capacity([level(1, first=1.51)]) == 0
+
+
+def test_the_soak_runs_at_three_quarters_of_the_capacity() -> None:
+    assert [cap.soak_users(n) for n in (1, 2, 4, 8, 10)] == [1, 1, 3, 6, 7]
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["capacity", "--levels", "4,x"], "--levels must be whole numbers"),
+    (["capacity", "--levels", "0,2"], "each 1 or more"),
+    (["capacity", "--peer", "--target", "ws://127.0.0.1:1"], "does not go with --target"),
+    (["load", "--target", "http://127.0.0.1:1"], "must be a ws:// or wss:// URL"),
+    (["load", "--users", "0"], "--users must be at least 1"),
+    (["load", "--clips", "nope.wav"], "unknown clip 'nope.wav'"),
+    (["load", "--server-option", "beam=1"], "no server setting 'beam'"),
+    (["load", "--server-option", "beam_size"], "must be NAME=VALUE"),
+])
+def test_bad_input_is_refused_with_one_line(argv: list[str], message: str,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exited:
+        parse_args(argv)
+    assert exited.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_side_by_side_gives_each_load_both_measured_its_ratio() -> None:
+    from earshot.load.cli import side_by_side
+
+    ours = [level(1, first=0.9), level(4, first=1.1)]
+    theirs = [level(1, first=1.3)]
+    ours[0].summary["steps"]["first_text"]["p50"] = 0.5
+    theirs[0].summary["steps"]["first_text"]["p50"] = 1.0
+    table = side_by_side(ours, theirs).splitlines()
+    assert len(table) == 3  # header, rule, the one load both ran
+    assert table[2].startswith("| 1 | 0.50 / 1.00 (0.50) | 0.10 / 0.10 (1.00) | 0 / 0 |")
