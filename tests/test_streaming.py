@@ -88,6 +88,17 @@ def test_a_suspect_pass_is_neither_completed_nor_shown() -> None:
     assert stream.offset == 0
 
 
+def test_a_looping_final_pass_leaves_the_last_sound_partial() -> None:
+    stream = TranscriptStream()
+    stream.add_audio(seconds(3))
+    stream.apply(stream.next_job(), result((0, 2, "ask not what")))
+    stream.end_of_audio()
+    looping = WindowResult([WindowSegment(0, 3, "ask, ask, ask, ask, ask, ask")], suspect=True)
+    update = stream.apply(stream.next_job(), looping)
+    assert update.finished
+    assert [(s.text, s.completed) for s in stream.segments()] == [("ask not what", True)]
+
+
 def test_a_full_window_that_still_loops_moves_on_with_each_text_once() -> None:
     stream = TranscriptStream(StreamSettings(max_window_seconds=5))
     stream.add_audio(seconds(6))

@@ -8,7 +8,7 @@ ends ``settle_seconds`` before the window does), once the same partial text
 came back ``same_output_threshold`` times, or when the window is full. The
 next window starts at the quietest point near the completed segment's end. A
 pass that loops is neither shown nor completed. After END_OF_AUDIO one final
-pass completes everything left.
+pass completes everything left (if it loops, the last sound partial instead).
 
 Because every pass reads all audio received so far, a stream whose passes
 fall behind is coalesced naturally: the next pass covers all new audio, and
@@ -154,6 +154,8 @@ class TranscriptStream:
         ]
         self._heard = self._heard or (bool(items) and not result.suspect)
         if job.final:
+            if result.suspect:  # a looping last pass: the last sound partial stands
+                items = [self._partial] if self._partial is not None else _each_once(items)
             self._complete(items, job.end)
             self._partial = None
             self.finished = True
