@@ -21,8 +21,12 @@ every message. Three measurements follow, each printed as a Markdown table:
 
 2. **As fast as possible.** Each clip again, sent without pacing, to show that
    nothing is lost when audio arrives faster than real time: WER, final latency,
-   and wall RTF (first frame to END_OF_TRANSCRIPT over duration; below 1 means
-   faster than real time).
+   *stream s* (first frame to END_OF_TRANSCRIPT), and *whole-file s*: what
+   faster-whisper's own ``transcribe`` takes for the same file whole in this
+   process (same model, beam 5), with the ratio of the two.
+
+Both single-stream measurements run ``--repeat`` times (5); the tables show
+medians.
 
 3. **Concurrency.** For each N in a rising list, N real-time streams at once
    (cycling through the clips, each with its own uid, stream i starting
@@ -54,10 +58,11 @@ import asyncio
 import itertools
 import os
 import platform
+import statistics
 import sys
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property
 
@@ -284,7 +289,12 @@ def machine_description(flags: Sequence[str], status: dict) -> str:
     return "\n".join(lines)
 
 
-def sequential_table(results: Sequence[Result]) -> str:
+def median(runs: Sequence[Result], metric: Callable[[Result], float | None]) -> float | None:
+    values = [v for v in map(metric, runs) if v is not None]
+    return statistics.median(values) if values else None
+
+
+def sequential_table(per_clip: Sequence[Sequence[Result]]) -> str:
     headers = [
         "clip",
         "audio s",
@@ -296,33 +306,49 @@ def sequential_table(results: Sequence[Result]) -> str:
     ]
     rows = [
         [
-            r.clip.name,
-            fmt(r.clip.seconds, 1),
-            fmt(r.first_text),
-            fmt(r.final_latency),
-            fmt(r.rtf),
-            fmt(r.cpu_per_audio),
-            fmt(r.wer, 3),
+            runs[0].clip.name,
+            fmt(runs[0].clip.seconds, 1),
+            fmt(median(runs, lambda r: r.first_text)),
+            fmt(median(runs, lambda r: r.final_latency)),
+            fmt(median(runs, lambda r: r.rtf)),
+            fmt(median(runs, lambda r: r.cpu_per_audio)),
+            fmt(median(runs, lambda r: r.wer), 3),
         ]
-        for r in results
+        for runs in per_clip
     ]
     return table(headers, rows)
 
 
-def fast_table(results: Sequence[Result]) -> str:
-    headers = ["clip", "audio s", "final latency s", "wall RTF", "CPU s / audio s", "WER"]
-    rows = [
-        [
-            r.clip.name,
-            fmt(r.clip.seconds, 1),
-            fmt(r.final_latency),
-            fmt(r.rtf),
-            fmt(r.cpu_per_audio),
-            fmt(r.wer, 3),
-        ]
-        for r in results
-    ]
+def fast_table(per_clip: Sequence[Sequence[Result]], whole: Mapping[str, float]) -> str:
+    headers = ["clip", "audio s", "final latency s", "stream s", "whole-file s",
+               "stream / whole-file", "CPU s / audio s", "WER"]
+    rows = []
+    for runs in per_clip:
+        clip = runs[0].clip
+        streamed = median(runs, lambda r: None if r.rtf is None else r.rtf * r.clip.seconds)
+        ratio = None if streamed is None else streamed / whole[clip.name]
+        rows.append([
+            clip.name,
+            fmt(clip.seconds, 1),
+            fmt(median(runs, lambda r: r.final_latency)),
+            fmt(streamed),
+            fmt(whole[clip.name]),
+            fmt(ratio),
+            fmt(median(runs, lambda r: r.cpu_per_audio)),
+            fmt(median(runs, lambda r: r.wer), 3),
+        ])
     return table(headers, rows)
+
+
+def whole_file_seconds(clips: Sequence[Clip], repeat: int) -> dict[str, float]:
+    """Median wall seconds faster-whisper takes to transcribe each clip whole, in
+    this process, with the server's model and beam (its first call is not counted)."""
+    from earshot.load.baseline import whole_file
+
+    whole_file(clips[:1])  # warm-up: the model's first call is slower
+    runs = [whole_file(clips) for _ in range(repeat)]
+    return {clip.name: statistics.median(run[i].seconds for run in runs)
+            for i, clip in enumerate(clips)}
 
 
 def concurrency_table(levels: Sequence[Level], max_wer: float, max_lag: float) -> str:
@@ -403,14 +429,22 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="latency limit for a passing concurrency level (default %(default)s)",
     )
     bench.add_argument(
+        "--repeat",
+        type=int,
+        default=5,
+        metavar="N",
+        help="runs of each single-stream measurement; the tables show medians "
+        "(default %(default)s)",
+    )
+    bench.add_argument(
         "--max-wer",
         type=float,
         default=0.10,
         help="WER limit for a whole stream (default %(default)s)",
     )
     args = parser.parse_args(argv)
-    if args.max_streams < 1:
-        parser.error("--max-streams must be at least 1")
+    if args.max_streams < 1 or args.repeat < 1:
+        parser.error("--max-streams and --repeat must be at least 1")
     return args
 
 
@@ -439,21 +473,26 @@ async def benchmark(server: LocalServer, clips: Sequence[Clip], args: argparse.N
     if warm.transcript is None:
         progress(f"warning: the warm-up stream failed: {warm.error}")
 
-    sequential = []
-    for clip in clips:
-        progress(f"real time: {clip.name} ({clip.seconds:.1f} s)")
-        sequential.append(await run_measured(url, clip, process, speed=1.0, timeout=timeout))
-    print("\n## One stream at a time, paced at real time\n")
+    sequential: list[list[Result]] = [[] for _ in clips]
+    for run in range(args.repeat):
+        for clip, runs in zip(clips, sequential, strict=True):
+            progress(f"real time, run {run + 1} of {args.repeat}: {clip.name} "
+                     f"({clip.seconds:.1f} s)")
+            runs.append(await run_measured(url, clip, process, speed=1.0, timeout=timeout))
+    print(f"\n## One stream at a time, paced at real time (medians of {args.repeat})\n")
     print(sequential_table(sequential))
-    print_problems(sequential, args.max_wer)
+    print_problems([r for runs in sequential for r in runs], args.max_wer)
 
-    fast = []
-    for clip in clips:
-        progress(f"as fast as possible: {clip.name}")
-        fast.append(await run_measured(url, clip, process, speed=None, timeout=timeout))
-    print("\n## One stream at a time, sent as fast as possible\n")
-    print(fast_table(fast))
-    print_problems(fast, args.max_wer)
+    fast: list[list[Result]] = [[] for _ in clips]
+    for run in range(args.repeat):
+        for clip, runs in zip(clips, fast, strict=True):
+            progress(f"as fast as possible, run {run + 1} of {args.repeat}: {clip.name}")
+            runs.append(await run_measured(url, clip, process, speed=None, timeout=timeout))
+    progress("faster-whisper on each whole file, in this process")
+    whole = await asyncio.to_thread(whole_file_seconds, clips, args.repeat)
+    print(f"\n## One stream at a time, sent as fast as possible (medians of {args.repeat})\n")
+    print(fast_table(fast, whole))
+    print_problems([r for runs in fast for r in runs], args.max_wer)
 
     levels = []
     for n in levels_up_to(args.max_streams):
