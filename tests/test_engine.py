@@ -37,6 +37,21 @@ def test_repetition_loop_is_suspect() -> None:
     assert engine.looks_repetitive([first, again], [first])
 
 
+@pytest.mark.parametrize("text", [
+    ". Have you, have you . Have you . Have",  # seen in a soak, on librivox_ss01_0870
+    "And so, and so, and so, and so, and",  # jfk.flac's first second
+    "s s s s s s s s s s s",
+])
+def test_a_phrase_over_and_over_is_suspect(text: str) -> None:
+    loop = seg(0, 3, text)
+    assert engine.looks_repetitive([loop], [])
+
+
+@pytest.mark.parametrize("text", ["No, no, no, I said", "that that is is that that is"])
+def test_speech_that_repeats_a_little_is_not_suspect(text: str) -> None:
+    assert not engine.looks_repetitive([seg(0, 3, text)], [])
+
+
 def test_impossibly_fast_closed_segment_is_suspect() -> None:
     fast = seg(7, 8, "one two three four five six seven eight")
     assert engine.looks_repetitive([fast], [fast])

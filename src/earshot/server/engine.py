@@ -146,19 +146,33 @@ class WindowResult:
 def looks_repetitive(
     items: list[WindowSegment], closed: list[WindowSegment], n: int = 5
 ) -> bool:
-    """Signs of Whisper's repetition loop: the same n words twice in one window,
-    or a closed segment spoken impossibly fast (its timestamps are then bogus).
+    """Signs of Whisper's repetition loop: the same n words twice in one window, a
+    short phrase over and over ("have you, have you. have you"), or a closed
+    segment spoken impossibly fast (its timestamps are then bogus).
 
     Seen under load on jfk.flac: one pass returned the clip's first sentence
     again as a second segment 1.7 s long.
     """
-    words = [w.strip(".,!?;:\"'").lower() for s in items for w in s.text.split()]
+    words = [w for s in items for word in s.text.split()
+             if (w := word.strip(".,!?;:\"'-").lower())]
     grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if len(set(grams)) < len(grams):
+    if len(set(grams)) < len(grams) or repeats_a_phrase(words):
         return True
     return any(
         len(s.text.split()) / max(s.end - s.start, 0.5) > MAX_WORDS_PER_SECOND for s in closed
     )
+
+
+def repeats_a_phrase(words: list[str]) -> bool:
+    """A phrase of 2-4 words three times in a row, or one word four times: more than
+    speech does ("no, no, no" is three), what a loop does ("and so, and so, and so")."""
+    for size, times in ((1, 4), (2, 3), (3, 3), (4, 3)):
+        span = size * times
+        for start in range(len(words) - span + 1):
+            unit = words[start:start + size]
+            if all(words[start + k * size:start + (k + 1) * size] == unit for k in range(times)):
+                return True
+    return False
 
 
 def split_by_timestamps(
