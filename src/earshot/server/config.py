@@ -34,7 +34,7 @@ class ServerConfig:
     cpu_threads: int = 0  # 0: the cores divided among the workers
     workers: int = 2
     beam_size: int = 5
-    partial_beam_size: int = 1
+    partial_beam_size: int = 5
     first_pass_seconds: float = 0.5
     settle_seconds: float = 2.0
     confirm_passes: int = 0
