@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 
+import numpy as np
 import pytest
 
 from earshot.client import AsyncTranscriptionClient, ConnectionLost, ConnectionState
@@ -25,10 +26,19 @@ POLICY = ReconnectPolicy(attempts=100, deadline=60, initial=0.1, maximum=0.5)
 PAUSE_S = 5.0
 
 
+@pytest.fixture
+def speech(jfk: np.ndarray) -> np.ndarray:
+    """JFK's sentence twice (22 s): the server completes its first sentence once it
+    is 2 s behind the audio and the model has closed it (11-14 s in), so a fault
+    can land after a completed segment while audio is still being sent."""
+    return np.concatenate([jfk, jfk])
+
+
 def assert_whole(manifest, client: AsyncTranscriptionClient, segments) -> None:
-    """The transcript of jfk.flac is whole: close to the reference, to its last word."""
+    """The transcript of the speech is whole: close to the reference, to its last word."""
     text = " ".join(s.text for s in segments)
-    assert wer(manifest["jfk.flac"].reference, text) <= 0.25, text
+    reference = manifest["jfk.flac"].reference
+    assert wer(f"{reference} {reference}", text) <= 0.25, text
     assert "country" in text.split()[-1].lower(), text
 
 
@@ -36,12 +46,12 @@ def sessions_of(client: AsyncTranscriptionClient) -> set[str]:
     return {r.session_id for r in client.transcript.received}
 
 
-async def streaming_clients(server, client_factory, jfk, count: int):
-    """``count`` patient clients streaming jfk.flac at real time, each past its
+async def streaming_clients(server, client_factory, speech, count: int):
+    """``count`` patient clients streaming the speech at real time, each past its
     first completed segment; returns them and their stream tasks."""
     clients = [client_factory(server=server, reconnect=POLICY) for _ in range(count)]
     await asyncio.gather(*(c.connect() for c in clients))
-    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in clients]
+    streams = [asyncio.create_task(c.stream(speech, realtime=True)) for c in clients]
     await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
                            description="a completed segment on every client")
     return clients, streams
@@ -54,7 +64,7 @@ async def _kill_and_start(server) -> None:
 
 @pytest.mark.parametrize("moment", ["mid-stream", "after the last chunk", "during finish"])
 async def test_reconnects_after_the_server_is_killed_and_restarted(
-    controllable_server, client_factory, manifest, jfk, moment
+    controllable_server, client_factory, manifest, speech, moment
 ) -> None:
     """Wherever the kill lands, the client resumes in a new session and the
     transcript comes out whole (the flaky failure: a kill after the last chunk
@@ -62,7 +72,7 @@ async def test_reconnects_after_the_server_is_killed_and_restarted(
     client = client_factory(server=controllable_server, reconnect=POLICY)
     await client.connect()
     first_session = client.session_id
-    streaming = asyncio.create_task(client.stream(jfk, realtime=True))
+    streaming = asyncio.create_task(client.stream(speech, realtime=True))
     if moment == "mid-stream":
         await eventually_async(lambda: client.transcript.completed, timeout=20,
                                description="a completed segment before the kill")
@@ -101,8 +111,8 @@ async def test_server_that_vanishes_leaves_the_client_disconnected(controllable_
 
 
 async def test_restart_while_clients_stream(controllable_server, client_factory, manifest,
-                                            jfk) -> None:
-    clients, streams = await streaming_clients(controllable_server, client_factory, jfk, 2)
+                                            speech) -> None:
+    clients, streams = await streaming_clients(controllable_server, client_factory, speech, 2)
     await asyncio.to_thread(controllable_server.restart)
     await asyncio.wait_for(asyncio.gather(*streams), 60)
     for client, segments in zip(clients, await asyncio.gather(
@@ -113,9 +123,9 @@ async def test_restart_while_clients_stream(controllable_server, client_factory,
 
 
 async def test_pause_then_unpause_while_clients_stream(controllable_server, client_factory,
-                                                       manifest, jfk) -> None:
+                                                       manifest, speech) -> None:
     """A server frozen for 5 s of audio: every stream still comes out whole."""
-    clients, streams = await streaming_clients(controllable_server, client_factory, jfk, 3)
+    clients, streams = await streaming_clients(controllable_server, client_factory, speech, 3)
     await asyncio.to_thread(controllable_server.pause)
     # The fault itself lasts 5 s: a stimulus of fixed length, not a wait for
     # anything (the clients' sends stall meanwhile: TCP back-pressure).
@@ -130,13 +140,13 @@ async def test_pause_then_unpause_while_clients_stream(controllable_server, clie
 
 
 async def test_stop_drains_clients_each_per_its_policy(controllable_server, client_factory,
-                                                       manifest, jfk) -> None:
+                                                       manifest, speech) -> None:
     """SIGTERM drains: a client without a policy gets ConnectionLost with 1001
     (DISCONNECT); one with a policy resumes once the server is back."""
     patient = client_factory(server=controllable_server, reconnect=POLICY)
     plain = client_factory(server=controllable_server)
     await asyncio.gather(patient.connect(), plain.connect())
-    streams = [asyncio.create_task(c.stream(jfk, realtime=True)) for c in (patient, plain)]
+    streams = [asyncio.create_task(c.stream(speech, realtime=True)) for c in (patient, plain)]
     await eventually_async(lambda: patient.transcript.completed, timeout=20,
                            description="a completed segment before the stop")
     assert await asyncio.to_thread(controllable_server.stop) == 0
