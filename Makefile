@@ -6,11 +6,14 @@ STAMP  := $(VENV)/.installed
 # Prints the server image's tag, building the image only when what goes into
 # it changed (the tag is a digest of those inputs).
 IMAGE_TAG = $(PY) -m earshot.testing.image
+# Installs and starts a Docker engine where none answers (it ships in the package,
+# beside Dockerfile.server, so an installed earshot can do the same).
+ENGINE = bash src/earshot/testing/docker/ensure-docker.sh
 COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
                   elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
 .PHONY: setup test unit integration isolation integration-gpu lint engine image up down logs \
-        serve bench load capacity validate validate-peer peer-image clean
+        serve bench load capacity validate validate-peer peer-image example clean
 
 setup: $(STAMP)
 
@@ -23,12 +26,19 @@ $(STAMP): pyproject.toml
 	@touch $@
 
 # Everything CI runs: lint, the fast suite and the container suite, in one
-# pytest session (random order, hard timeouts). PYTEST_ARGS adds pytest options,
-# e.g. PYTEST_ARGS=--junitxml=reports/junit.xml.
+# pytest session (random order, hard timeouts), then the example project.
+# PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS=--junitxml=reports/junit.xml.
 PYTEST_ARGS ?=
 test: lint image
 	@echo "==> tests: tests/ (local server process) and integration/ (container)"
 	$(PY) -m pytest tests integration $(PYTEST_ARGS)
+	@$(MAKE) --no-print-directory example
+
+# examples/whisperlive-client, as another project uses earshot: the wheel and
+# WhisperLive 0.10's own client in a fresh virtual environment outside this
+# checkout (removed afterwards), then that project's pytest.
+example: setup engine
+	@bash scripts/run-example.sh $(PY)
 
 unit: setup
 	$(PY) -m pytest tests
@@ -49,7 +59,7 @@ isolation: image
 # and this exits 0 (1 with GPU_REQUIRED=1, as on the GPU runner).
 integration-gpu: setup
 	@if scripts/gpu-check.sh; then \
-	    scripts/ensure-docker.sh && $(IMAGE_TAG) --variant cuda && \
+	    $(ENGINE) && $(IMAGE_TAG) --variant cuda && \
 	    $(PY) -m pytest integration -v --earshot-device cuda $(PYTEST_ARGS); \
 	elif [ -n "$(GPU_REQUIRED)" ]; then echo "integration-gpu: GPU_REQUIRED is set: failing"; exit 1; fi
 
@@ -78,7 +88,7 @@ lint: setup
 
 # A Docker engine (installed and started if need be; nothing if one answers).
 engine:
-	@scripts/ensure-docker.sh
+	@$(ENGINE)
 
 # VARIANT=cuda: the CUDA image (CUDA 12 cuBLAS and cuDNN; it builds on a CPU host).
 VARIANT ?= cpu

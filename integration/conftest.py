@@ -3,8 +3,9 @@
 ``--earshot-target local|url`` runs it against a local process or a deployment
 instead (tests that need a server of their own skip on url, saying why);
 ``--earshot-device cuda`` uses the CUDA image with the GPU (``make
-integration-gpu``). The fixtures live in ``fixtures/`` (server targets,
-clients, proxy, leak guard); this file only adds what the scenarios share.
+integration-gpu``). The fixtures are earshot's pytest plugin
+(``earshot.plugin``: server targets, clients, proxy, leak guard) with the
+short names of ``fixtures/``; this file only adds what the scenarios share.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """Bad input gets a clear ERROR and a meaningful close; the server keeps serving.
 
 Against the suite's shared server (its handshake timeout is 2 s, see
-``fixtures/server.py``); the keepalive case is in test_capacity_and_limits.
+``earshot/plugin/server.py``); the keepalive case is in test_capacity_and_limits.
 """
 
 from __future__ import annotations

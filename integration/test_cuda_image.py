@@ -5,7 +5,7 @@ without a GPU, ``--device cuda`` (also the image's default: EARSHOT_DEVICE=cuda)
 stops at once with exit code 2 and one line naming the missing GPU, and
 ``--device auto`` serves on the CPU and says so in /status. These containers
 are given no GPU, so both hold on a GPU host too. The image is built at
-collection (``cuda_image`` in fixtures/server.py), outside every test's
+collection (``whisperlive_cuda_image`` in earshot/plugin/server.py), outside every test's
 timeout; the tests need the container target.
 """
 

@@ -126,16 +126,16 @@ from earshot.testing.waiting import wait_for_sessions
 kept = []
 
 @pytest.fixture(scope="session")
-def server():
+def whisperlive_server():  # a project's own server, in place of the plugin's
     with LocalServer() as srv:
         yield srv
 
-def test_leaves_a_session_open(server):
-    ws = connect(server.ws_url)
+def test_leaves_a_session_open(whisperlive_server):
+    ws = connect(whisperlive_server.ws_url)
     ws.send(json.dumps({"uid": "left-open"}))
     ws.recv()
     kept.append(ws)
-    wait_for_sessions(server, 1)
+    wait_for_sessions(whisperlive_server, 1)
 
 @pytest.mark.leaks_allowed("closes what the first test left")
 def test_cleanup():
@@ -179,7 +179,7 @@ import pytest
 from earshot.testing.local import LocalServer
 
 @pytest.fixture(scope="session")
-def server():
+def whisperlive_server():  # a project's own, in place of the plugin's
     with LocalServer() as srv:
         yield srv
 
@@ -259,7 +259,7 @@ def deployment():
         yield srv
 
 @pytest.fixture(scope="session")
-def server(deployment):  # reached by its URL: a shared server
+def whisperlive_server(deployment):  # reached by its URL: a shared server
     return UrlServer(deployment.ws_url)
 
 @pytest.fixture(scope="session")
@@ -312,7 +312,7 @@ def handler(ws):  # stand-in: WhisperLive's core only, no HTTP endpoints
     ws.close()
 
 @pytest.fixture(scope="session")
-def server():
+def whisperlive_server():  # a project's own, in place of the plugin's
     with serve(handler, "127.0.0.1", 0) as standin:
         thread = threading.Thread(target=standin.serve_forever)
         thread.start()

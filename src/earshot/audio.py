@@ -1,10 +1,12 @@
 """Speech clips and audio handling: obtain, decode, resample, chunk, pace.
 
-Clips are listed in ``audio/manifest.tsv`` (name, sha256, reference text,
-public source). They are never committed: :func:`clip_path` takes each from a
-mirror folder (``EARSHOT_AUDIO_MIRROR``, else ``../shared/audio`` beside the
-checkout when it exists) or downloads it from its public source into an
-ignored cache, and verifies the checksum either way.
+Clips are listed in the package's ``data/manifest.tsv`` (name, sha256,
+reference text, public source). They are never committed: :func:`clip_path`
+takes each from a mirror folder (``EARSHOT_AUDIO_MIRROR``, else
+``../shared/audio`` beside a checkout when it exists) or downloads it from its
+public source into a cache (``EARSHOT_AUDIO_CACHE``, else ``.cache/audio`` in a
+checkout, ``~/.cache/earshot/audio`` for an installed package), and verifies
+the checksum either way.
 """
 
 from __future__ import annotations
@@ -27,9 +29,13 @@ import soxr
 
 from earshot.protocol import SAMPLE_RATE
 
+MANIFEST = Path(__file__).resolve().parent / "data" / "manifest.tsv"
+# A checkout's root (src/earshot/audio.py); for an installed package, no checkout.
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MANIFEST = REPO_ROOT / "audio" / "manifest.tsv"
-DEFAULT_CACHE = REPO_ROOT / ".cache" / "audio"
+IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "src").is_dir()
+DEFAULT_CACHE = (REPO_ROOT / ".cache" / "audio" if IN_CHECKOUT else
+                 Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "earshot"
+                 / "audio")
 DOWNLOAD_TIMEOUT = 30.0
 
 
@@ -68,11 +74,11 @@ def load_manifest(path: Path | None = None) -> dict[str, Clip]:
 
 
 def default_mirror() -> Path | None:
-    """EARSHOT_AUDIO_MIRROR, else ../shared/audio beside the checkout if present."""
+    """EARSHOT_AUDIO_MIRROR, else ../shared/audio beside a checkout if present."""
     if env := os.environ.get("EARSHOT_AUDIO_MIRROR"):
         return Path(env)
     shared = REPO_ROOT.parent / "shared" / "audio"
-    return shared if shared.is_dir() else None
+    return shared if IN_CHECKOUT and shared.is_dir() else None
 
 
 def clip_path(

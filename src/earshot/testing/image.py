@@ -1,30 +1,46 @@
 """The server image: built from Dockerfile.server, tagged by what goes into it.
 
-The tag carries a digest of the build inputs (Dockerfile, package sources,
-variant, base image id), so an unchanged tree reuses the image and any change
-rebuilds it. The engine and the base image are ensured first by the scripts
-in ``scripts/`` (which install and start Docker, or build a base image from
-Debian's packages, where needed).
+The build context is assembled from the *installed* earshot package, so a
+checkout (editable install) and a wheel installed in another project build
+the same image: ``Dockerfile.server`` and the engine scripts ship as package
+data beside this module (``docker/``), the dependencies come from earshot's
+installed metadata, and the sources are the package's own files.
+
+The tag carries a digest of that context, the variant and the base image id,
+so an unchanged package reuses the image and any change rebuilds it. The
+engine and the base image are ensured first by the scripts in ``docker/``
+(which install and start Docker, or build a base image from Debian's packages,
+where needed).
 
     python -m earshot.testing.image [--variant cpu|cuda]   # prints the tag
+    python -m earshot.testing.image --context DIR          # writes the build context
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import subprocess
 import sys
-from collections.abc import Callable
+import tempfile
+from collections.abc import Callable, Iterator
+from importlib import metadata
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[3]
-DOCKERFILE = ROOT / "Dockerfile.server"
+import earshot
+
+PACKAGE = Path(earshot.__file__).resolve().parent
+DOCKER = Path(__file__).resolve().parent / "docker"  # package data
+DOCKERFILE = DOCKER / "Dockerfile.server"
+# The checkout's root, for the tools that only a checkout has (peer image, bench).
+ROOT = PACKAGE.parents[1]
 REPOSITORY = "earshot-server"
 LABEL = "org.earshot.managed"  # on every image and container earshot makes
 VARIANTS = ("cpu", "cuda")
-# What Dockerfile.server copies, plus the files that shape the build.
-INPUTS = ("Dockerfile.server", ".dockerignore", "pyproject.toml", "README.md", "src")
+# The package's files that go into the image: what a wheel ships (pyproject's
+# package-data says the same), so an editable checkout adds nothing stray.
+SHIPPED = ("*.py", "*.tsv", "*.sh", "Dockerfile.*")
 
 
 class ImageError(RuntimeError):
@@ -43,15 +59,15 @@ def ensure_engine() -> None:
     """Start (and if need be install) a Docker engine; no-op when one answers."""
     if _run(["docker", "info"], capture_output=True).returncode == 0:
         return
-    if _run([str(ROOT / "scripts" / "ensure-docker.sh")], stdout=sys.stderr).returncode != 0:
-        raise ImageError("no Docker engine (scripts/ensure-docker.sh failed, see above)")
+    if _run(["bash", str(DOCKER / "ensure-docker.sh")], stdout=sys.stderr).returncode != 0:
+        raise ImageError(f"no Docker engine ({DOCKER / 'ensure-docker.sh'} failed, see above)")
 
 
 def ensure_base() -> str:
-    """The base image to build on (see scripts/ensure-base-image.sh)."""
-    result = _run([str(ROOT / "scripts" / "ensure-base-image.sh")], stdout=subprocess.PIPE)
+    """The base image to build on (see docker/ensure-base-image.sh)."""
+    result = _run(["bash", str(DOCKER / "ensure-base-image.sh")], stdout=subprocess.PIPE)
     if result.returncode != 0 or not result.stdout.strip():
-        raise ImageError("no base image (scripts/ensure-base-image.sh failed, see above)")
+        raise ImageError("no base image (ensure-base-image.sh failed, see above)")
     return result.stdout.strip().splitlines()[-1]
 
 
@@ -60,17 +76,37 @@ def image_id(name: str) -> str | None:
     return result.stdout.strip() if result.returncode == 0 else None
 
 
+def requirements() -> str:
+    """earshot's own dependencies (no extras), one per line, from its installed metadata."""
+    required = metadata.requires("earshot") or []
+    return "".join(f"{line}\n" for line in sorted(required) if "extra ==" not in line)
+
+
+def package_files() -> Iterator[tuple[str, Path]]:
+    """(path inside the context, file) for each shipped file of the package, sorted."""
+    found = {file for pattern in SHIPPED for file in PACKAGE.rglob(pattern)}
+    for file in sorted(found):
+        if file.is_file() and "__pycache__" not in file.parts:
+            yield f"earshot/{file.relative_to(PACKAGE).as_posix()}", file
+
+
+def write_context(dest: Path) -> None:
+    """The build context in ``dest``: Dockerfile.server, requirements.txt, earshot/."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(DOCKERFILE, dest / "Dockerfile.server")
+    (dest / "requirements.txt").write_text(requirements())
+    for name, file in package_files():
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(file, dest / name)
+
+
 def input_digest(variant: str, base_id: str) -> str:
-    """sha256 over the build inputs, the variant and the base image's id."""
+    """sha256 over the build context, the variant and the base image's id."""
     digest = hashlib.sha256(f"{variant}\0{base_id}\0".encode())
-    for name in INPUTS:
-        path = ROOT / name
-        files = sorted(path.rglob("*")) if path.is_dir() else [path]
-        for file in files:
-            if not file.is_file() or "__pycache__" in file.parts or ".egg-info" in str(file):
-                continue
-            digest.update(str(file.relative_to(ROOT)).encode() + b"\0")
-            digest.update(file.read_bytes())
+    digest.update(DOCKERFILE.read_bytes() + b"\0" + requirements().encode() + b"\0")
+    for name, file in package_files():
+        digest.update(name.encode() + b"\0")
+        digest.update(file.read_bytes())
     return digest.hexdigest()
 
 
@@ -79,22 +115,25 @@ def ensure_image(variant: str = "cpu") -> str:
     if variant not in VARIANTS:
         raise ImageError(f"unknown variant {variant!r}; use {' or '.join(VARIANTS)}")
     if not DOCKERFILE.is_file():
-        raise ImageError(f"{DOCKERFILE} not found: build the image from an earshot checkout")
+        raise ImageError(f"{DOCKERFILE} not found: earshot is installed without its data")
     ensure_engine()
     base = ensure_base()
     base_id = image_id(base) or base
     tag = f"{REPOSITORY}:{variant}-{input_digest(variant, base_id)[:12]}"
     if image_id(tag):
         return tag
-    say(f"building {tag} on {base} (a few minutes the first time)")
-    build = [
-        "docker", "build", "--network", "host", "--file", str(DOCKERFILE),
-        "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VARIANT={variant}",
-        "--label", f"{LABEL}=true", "--tag", tag, str(ROOT),
-    ]
-    # Build output is progress: stderr, so stdout carries only the tag.
-    if _run(build, stdout=sys.stderr).returncode != 0:
-        raise ImageError(f"docker build of {tag} failed (output above)")
+    say(f"building {tag} on {base} from {PACKAGE} (a few minutes the first time)")
+    with tempfile.TemporaryDirectory(prefix="earshot-image-") as context:
+        write_context(Path(context))
+        build = [
+            "docker", "build", "--network", "host",
+            "--file", str(Path(context) / "Dockerfile.server"),
+            "--build-arg", f"BASE_IMAGE={base}", "--build-arg", f"VARIANT={variant}",
+            "--label", f"{LABEL}=true", "--tag", tag, context,
+        ]
+        # Build output is progress: stderr, so stdout carries only the tag.
+        if _run(build, stdout=sys.stderr).returncode != 0:
+            raise ImageError(f"docker build of {tag} failed (output above)")
     remove_older(REPOSITORY, tag, prefix=f"{variant}-")
     return tag
 
@@ -122,7 +161,13 @@ def print_tag(build: Callable[[], str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Build or reuse the earshot server image.")
     parser.add_argument("--variant", choices=VARIANTS, default="cpu")
+    parser.add_argument("--context", type=Path, metavar="DIR",
+                        help="only write the build context to DIR (for a docker build by hand)")
     args = parser.parse_args(argv)
+    if args.context is not None:
+        write_context(args.context)
+        print(args.context)
+        return 0
     return print_tag(lambda: ensure_image(args.variant))
 
 

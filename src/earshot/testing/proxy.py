@@ -217,6 +217,11 @@ class Proxy:
         self._random = random.Random()
         self.connections_total = 0  # accepted, whether or not the target answered
 
+    @property
+    def ws_url(self) -> str:
+        """The WebSocket URL to dial instead of the target's."""
+        return f"ws://127.0.0.1:{self.port}"
+
     # lifecycle (called from any thread but the proxy's own)
 
     def start(self) -> Proxy:

@@ -80,7 +80,7 @@ def open_target(args: argparse.Namespace) -> Iterator[Target]:
     elif args.peer:
         from earshot.testing.peer import PeerContainer, build_peer_image
 
-        # As many sessions as the suite's shared earshot server allows (fixtures/server.py).
+        # As many sessions as the suite's shared server allows (earshot/plugin/server.py).
         with PeerContainer(build_peer_image(), max_clients=16) as server:
             yield Target(server, "upstream WhisperLive 0.10 (peer image, its own container)",
                          ["--earshot-target", "url", "--earshot-url", server.ws_url],

@@ -5,7 +5,7 @@
 # debootstrap (no container registry needed), carrying this host's CA bundle
 # so pip inside the image build works behind TLS interception.
 #
-# usage: scripts/ensure-base-image.sh [PUBLIC_IMAGE] [LOCAL_IMAGE]
+# usage: ensure-base-image.sh [PUBLIC_IMAGE] [LOCAL_IMAGE]
 set -euo pipefail
 
 PUBLIC=${1:-python:3.11-slim-bookworm}
@@ -13,7 +13,7 @@ LOCAL=${2:-earshot-base:bookworm}
 SUITE=bookworm
 PULL_TIMEOUT=${EARSHOT_PULL_TIMEOUT:-30}
 
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 

@@ -4,7 +4,7 @@
 # background and wait (bounded) until it answers. Logs go to /var/log/dockerd.log.
 set -euo pipefail
 
-# shellcheck source=scripts/lib.sh
+# shellcheck source=lib.sh
 . "$(dirname "$0")/lib.sh"
 
 if docker info >/dev/null 2>&1; then
