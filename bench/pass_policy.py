@@ -79,9 +79,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     config = replace(ServerConfig(), **args.options)
-    settings = StreamSettings(first_pass_seconds=config.first_pass_seconds,
-                              settle_seconds=config.settle_seconds,
-                              confirm_passes=config.confirm_passes)
+    settings = config.stream_settings()
     transcriber = Transcriber(device="cpu", workers=1, beam_size=config.beam_size,
                               partial_beam_size=config.partial_beam_size)
     clips = [audio.load_speech(name) for name in audio.load_manifest()]

@@ -26,6 +26,7 @@ from dataclasses import fields
 from pathlib import Path
 
 from earshot import audio
+from earshot.load import LOCUSTFILE
 from earshot.load import capacity as cap
 from earshot.load.baseline import whole_file
 from earshot.load.servers import LoadTarget, open_target
@@ -33,7 +34,6 @@ from earshot.load.session import load_clip
 from earshot.server.config import ServerConfig
 from earshot.testing.machine import describe
 
-LOCUSTFILE = Path(__file__).resolve().parents[3] / "load" / "locustfile.py"
 SERVER_OPTIONS = [f.name for f in fields(ServerConfig) if f.name not in ("host", "port")]
 DEFAULT_LEVELS = (1, 4, 6, 8, 10, 12, 14, 16, 20, 24)
 STOP_TIMEOUT_S = 60  # users finish the session they are in when a run ends
@@ -252,13 +252,12 @@ def side_by_side(ours: Sequence[cap.Level], theirs: Sequence[cap.Level]) -> str:
 
 
 def soak_text(soak: cap.Soak) -> str:
-    steps = soak.summary["steps"]
+    steps, level = soak.summary["steps"], cap.Level(soak.users, soak.summary)
     verdict = "held" if soak.held else "did NOT hold: " + "; ".join(soak.problems)
     return "\n".join([
         f"Soak: {soak.users} user(s) for {soak.seconds:g} s, {verdict}.",
         "",
-        f"- streams: {steps['final']['count']}, failed steps: "
-        f"{sum(s['failures'] for s in steps.values())}",
+        f"- streams: {level.streams}, failed steps: {level.failures}",
         f"- p95 first_text {cap.fmt(steps['first_text']['p95'])} s, "
         f"p95 final {cap.fmt(steps['final']['p95'])} s",
         f"- server memory before {cap.fmt(soak.memory_before_mib, 1)} MiB, after "

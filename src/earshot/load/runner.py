@@ -33,9 +33,8 @@ from locust import events  # noqa: E402
 from locust.argument_parser import get_parser  # noqa: E402
 from locust.env import Environment  # noqa: E402
 
+from earshot.load import LOCUSTFILE  # noqa: E402
 from earshot.load.session import STEPS  # noqa: E402
-
-LOCUSTFILE = Path(__file__).resolve().parents[3] / "load" / "locustfile.py"
 
 
 def load_locustfile(path: Path) -> Any:

@@ -11,9 +11,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from earshot.testing.http import HttpEndpoints
+from earshot.testing.targets import open_target as open_server
+
+if TYPE_CHECKING:  # Docker's packages load only when a container is started
+    from earshot.testing.container import ServerContainer
 
 
 @dataclass
@@ -21,24 +25,18 @@ class LoadTarget:
     name: str
     server: HttpEndpoints
     end_by: str  # "eot" or "close" (the locustfile's --end-by)
-    container: Any = None  # the testcontainers object, when we started one
+    container: ServerContainer | None = None  # when the run started one
 
     @property
     def url(self) -> str:
         return self.server.ws_url
 
     def memory_mib(self) -> float | None:
-        """The container's memory as ``docker stats`` counts it (without the page
-        cache the kernel may drop), or None where there is no container of ours."""
+        """The container's memory without the page cache the kernel may drop, or
+        None where there is no container of ours."""
         if self.container is None:
             return None
-        wrapped = self.container.get_wrapped_container()
-        try:
-            stats = wrapped.stats(stream=False)["memory_stats"]
-        finally:
-            wrapped.client.api.close()
-        cache = stats.get("stats", {}).get("inactive_file", 0)
-        return (int(stats["usage"]) - int(cache)) / 2**20
+        return self.container.memory_usage(page_cache=False) / 2**20
 
     def sessions(self) -> int | None:
         """Sessions the server reports open, or None where it has no /status."""
@@ -58,20 +56,15 @@ def open_target(target: str | None, *, peer: bool = False, api_key: str | None =
     limit, decides (the peer takes only that one). ``image``: an earshot image
     to run instead of the one built from this tree."""
     settings = dict(settings or {})
-    max_clients = int(settings.get("max_clients", 64))  # type: ignore[call-overload]
-    if target:
-        from earshot.testing.targets import UrlServer
-
-        yield LoadTarget(f"{target} (a deployment)", UrlServer(target, api_key), "eot")
-    elif peer:
+    if peer:
         from earshot.testing.peer import PeerContainer, build_peer_image
 
+        max_clients = int(settings.get("max_clients", 64))  # type: ignore[call-overload]
         with PeerContainer(build_peer_image(), max_clients=max_clients) as server:
             yield LoadTarget("WhisperLive 0.10 (peer image)", server, "close", server)
+    elif target:
+        with open_server("url", url=target, api_key=api_key) as server:
+            yield LoadTarget(f"{target} (a deployment)", server, "eot")
     else:
-        from earshot.testing.container import WhisperLiveContainer
-        from earshot.testing.image import ensure_image
-
-        with WhisperLiveContainer(image or ensure_image("cpu"), api_key=api_key,
-                                  **settings) as server:
+        with open_server("container", api_key=api_key, image=image, **settings) as server:
             yield LoadTarget("earshot (cpu image)", server, "eot", server)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import cache
@@ -77,8 +78,7 @@ def repeated_run(text: str, reference: str, n: int = LOOP_WORDS) -> str | None:
     def runs(words: list[str]) -> list[tuple[str, ...]]:
         return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
 
-    allowed = {run for run in runs(normalise(reference).split())
-               if runs(normalise(reference).split()).count(run) > 1}
+    allowed = {run for run, n in Counter(runs(normalise(reference).split())).items() if n > 1}
     seen: set[tuple[str, ...]] = set()
     for run in runs(normalise(text).split()):
         if run in seen and run not in allowed:

@@ -31,7 +31,6 @@ from earshot.server.engine import Transcriber
 from earshot.server.metrics import Metrics
 from earshot.server.scheduler import FairScheduler
 from earshot.server.session import Session, peer
-from earshot.server.streaming import StreamSettings
 
 log = logging.getLogger("earshot.server")
 
@@ -218,9 +217,7 @@ class Server:
             await self._refuse_full(ws, config, remote)
             return
         session = Session(config, ws, self.transcriber, self.scheduler, self.metrics,
-                          StreamSettings(first_pass_seconds=self.config.first_pass_seconds,
-                                         settle_seconds=self.config.settle_seconds,
-                                         confirm_passes=self.config.confirm_passes))
+                          self.config.stream_settings())
         self.sessions[session.session_id] = session
         self.metrics.sessions.set(len(self.sessions))
         log.info("session started", extra={"fields": {

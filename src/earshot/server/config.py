@@ -15,6 +15,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 
 from earshot.server.engine import DEVICES, cuda_problem, looks_like_path
+from earshot.server.streaming import StreamSettings
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -49,6 +50,12 @@ class ServerConfig:
     drain_timeout: float = 3.0
     log_format: str = "text"
     log_level: str = "info"
+
+    def stream_settings(self) -> StreamSettings:
+        """The pass policy these options set (a client's config adds its own part)."""
+        return StreamSettings(first_pass_seconds=self.first_pass_seconds,
+                              settle_seconds=self.settle_seconds,
+                              confirm_passes=self.confirm_passes)
 
 
 # name -> help text; the order is the order of --help.

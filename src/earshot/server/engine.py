@@ -407,21 +407,26 @@ class Transcriber:
         )
 
 
+def frame_power(audio: np.ndarray, frame: int) -> np.ndarray:
+    """The mean square of each whole ``frame`` samples of ``audio`` (a partial last
+    frame is left out; empty when there is no whole frame)."""
+    frames = len(audio) // frame
+    return (audio[:frames * frame].astype(np.float64).reshape(frames, frame) ** 2).mean(axis=1)
+
+
 def quiet_lead(audio: np.ndarray, samples: int) -> np.ndarray:
     """``samples`` to put before ``audio``: digital silence when its quietest 100 ms
     is quiet (speech in a quiet room; any noise there changes what tiny.en makes of
     a short window), else noise as loud as that quietest part (a window of steady
     noise: silence followed by noise makes the model invent words)."""
-    frame = SAMPLE_RATE // 10
-    frames = len(audio) // frame
-    if frames < 1 or samples < 1:
+    power = frame_power(audio, SAMPLE_RATE // 10)
+    if len(power) < 1 or samples < 1:
         return np.zeros(max(samples, 0), dtype=np.float32)
-    levels = np.sqrt((audio[:frames * frame].astype(np.float64).reshape(frames, -1) ** 2)
-                     .mean(axis=1))
-    if levels.min() < QUIET_RMS:
+    level = float(np.sqrt(power.min()))
+    if level < QUIET_RMS:
         return np.zeros(samples, dtype=np.float32)
     rng = np.random.default_rng(0)  # the same lead for the same audio: passes agree
-    return (rng.standard_normal(samples) * levels.min()).astype(np.float32)
+    return (rng.standard_normal(samples) * level).astype(np.float32)
 
 
 def looks_like_path(name: str) -> bool:

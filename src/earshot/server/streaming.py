@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earshot.protocol import SAMPLE_RATE, Segment
-from earshot.server.engine import MAX_WINDOW_SECONDS, WindowResult
+from earshot.server.engine import MAX_WINDOW_SECONDS, WindowResult, frame_power
 
 # Whisper's segment ends can fall a few hundred milliseconds into the next word;
 # a window starting there mishears it ("in his power" as "and is power"). So the
@@ -283,12 +283,10 @@ def _quietest(audio: np.ndarray, at: int) -> int:
     equally quiet ones, the nearest: in silence the cut stays where it was)."""
     first = max(0, at - round(CUT_SEARCH_BEFORE_SECONDS * SAMPLE_RATE))
     last = min(len(audio), at + round(CUT_SEARCH_AFTER_SECONDS * SAMPLE_RATE))
-    frames = (last - first) // CUT_FRAME_SAMPLES
-    if frames < 1:
+    energy = frame_power(audio[first:last], CUT_FRAME_SAMPLES)
+    if len(energy) < 1:
         return min(at, len(audio))
-    span = audio[first:first + frames * CUT_FRAME_SAMPLES].reshape(frames, -1)
-    energy = (span.astype(np.float64) ** 2).mean(axis=1)
-    starts = first + np.arange(frames) * CUT_FRAME_SAMPLES
+    starts = first + np.arange(len(energy)) * CUT_FRAME_SAMPLES
     quietest = np.flatnonzero(energy <= energy.min() * (1 + 1e-6) + 1e-12)
     return int(starts[quietest[np.argmin(np.abs(starts[quietest] - at))]])
 

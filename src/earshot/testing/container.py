@@ -159,6 +159,15 @@ class ServerContainer(DockerContainer, HttpEndpoints):
         stdout, stderr = self.get_logs()
         return (stdout + stderr).decode(errors="replace")
 
+    @releasing
+    def memory_usage(self, page_cache: bool = True) -> int:
+        """Bytes of memory the engine accounts to the container now (its cgroup's
+        usage); ``page_cache=False`` leaves out the inactive file cache, which the
+        kernel may drop (what ``docker stats`` shows)."""
+        stats = self._require().stats(stream=False)["memory_stats"]
+        cache = 0 if page_cache else int(stats.get("stats", {}).get("inactive_file", 0))
+        return int(stats["usage"]) - cache
+
     def log_tail(self, lines: int = 30) -> str:
         try:
             return "\n".join(self.log_text().splitlines()[-lines:])
@@ -246,11 +255,6 @@ class WhisperLiveContainer(ServerContainer):
         container = self._require()
         container.reload()
         return container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
-
-    @releasing
-    def memory_usage(self) -> int:
-        """Bytes of memory the engine accounts to the container now (its cgroup's usage)."""
-        return int(self._require().stats(stream=False)["memory_stats"]["usage"])
 
     @releasing
     def exit_code(self) -> int | None:
