@@ -6,6 +6,7 @@ import pytest
 
 from earshot import audio
 from earshot.server import engine
+from earshot.server.window import MAX_WINDOW_SECONDS, WindowSegment
 from earshot.testing.wer import wer
 
 TS = 1000  # a made-up first timestamp token id
@@ -27,8 +28,8 @@ def test_split_clamps_times_to_the_window() -> None:
     assert spans == [(0.0, 5.0, [1])] and tail is None
 
 
-def seg(start: float, end: float, text: str) -> engine.WindowSegment:
-    return engine.WindowSegment(start, end, text)
+def seg(start: float, end: float, text: str) -> WindowSegment:
+    return WindowSegment(start, end, text)
 
 
 def test_repetition_loop_is_suspect() -> None:
@@ -101,7 +102,7 @@ def test_whole_clip_in_one_window(transcriber, jfk, manifest) -> None:
 
 def test_window_over_the_encoder_context_is_refused(transcriber) -> None:
     with pytest.raises(ValueError, match="over"):
-        transcriber.transcribe(audio.silence(engine.MAX_WINDOW_SECONDS + 1))
+        transcriber.transcribe(audio.silence(MAX_WINDOW_SECONDS + 1))
 
 
 def test_speech_from_the_first_sample_keeps_its_first_word(transcriber, manifest) -> None:

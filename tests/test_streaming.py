@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from earshot.protocol import SAMPLE_RATE
-from earshot.server.engine import WindowResult, WindowSegment
 from earshot.server.streaming import StreamSettings, TranscriptStream
+from earshot.server.window import WindowResult, WindowSegment
 
 
 def seconds(n: float) -> np.ndarray:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
 
-from earshot.server.engine import DEVICES, cuda_problem, looks_like_path
+from earshot.server.model_spec import DEVICES, cuda_problem, looks_like_path
 from earshot.server.streaming import StreamSettings
 
 LOG_FORMATS = ("text", "json")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import ctranslate2
@@ -26,30 +25,27 @@ from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_token
 from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
 from earshot.protocol import SAMPLE_RATE
+from earshot.server.model_spec import DEVICES, looks_like_path
+from earshot.server.window import (
+    ENCODE_PADDING_FRAMES,
+    FULL_CONTEXT_FRAMES,
+    LEAD_SECONDS,
+    MAX_WINDOW_SECONDS,
+    WindowResult,
+    WindowSegment,
+    frame_power,
+)
 
 log = logging.getLogger("earshot.engine")
 
-DEVICES = ("auto", "cpu", "cuda")
-# Frames are 10 ms; the encoder's full context is 3000 frames (30 s).
-FRAMES_PER_SECOND = 100
-FULL_CONTEXT_FRAMES = 3000
 # Below ~10 s of context the model loops ("and so and so ...") and misses
 # silence far more often (measured on the speech clips: 7 of 28 short windows
 # garbled at 3 s, 2 of 28 at 10 s, 1 of 28 at the full 30 s).
 MIN_ENCODE_FRAMES = 1000
-ENCODE_PADDING_FRAMES = 100  # trailing silence so the last word is heard to end
 MAX_TOKENS_PER_SECOND = 8
 MAX_WORDS_PER_SECOND = 6.0  # fast read speech is ~4; above this a segment is a loop
 VAD_LEAD_SAMPLES = int(0.3 * SAMPLE_RATE)  # kept before the first speech VAD finds
-# Quiet put before every window (see quiet_lead). With a short encoder context
-# tiny.en drops a window's first word when speech starts at its very first sample
-# ("And Mr. John Dashwood" read as "Mr. John Dashwood"); half a second of quiet
-# first lets it hear that word.
-LEAD_SECONDS = 0.5
 QUIET_RMS = 0.01  # -40 dBFS: the pauses of the speech clips are -47 to -54
-MAX_WINDOW_SECONDS = (
-    (FULL_CONTEXT_FRAMES - ENCODE_PADDING_FRAMES) / FRAMES_PER_SECOND - LEAD_SECONDS
-)
 
 
 CERTAIN_NO_SPEECH = 0.9  # no_speech_prob over which a window is silent, however it decodes
@@ -80,14 +76,6 @@ def resolve_device(device: str) -> str:
     return device
 
 
-def cuda_problem() -> str | None:
-    """Why ``--device cuda`` cannot run here, or None when CTranslate2 sees a GPU."""
-    if ctranslate2.get_cuda_device_count() > 0:
-        return None
-    return ("no CUDA GPU found (CTranslate2 sees none: no NVIDIA GPU or driver here, "
-            "or a container started without the GPU); use --device auto or cpu")
-
-
 def resolve_compute_type(compute_type: str, device: str) -> str:
     """``auto`` means float16 on CUDA and int8 on CPU."""
     if compute_type == "auto":
@@ -99,48 +87,6 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
             f"supported: {', '.join(sorted(supported))}"
         )
     return compute_type
-
-
-@dataclass(frozen=True)
-class WindowSegment:
-    """A segment of one window; times in seconds from the window's start."""
-
-    start: float
-    end: float
-    text: str
-
-
-@dataclass(frozen=True)
-class WindowResult:
-    """What the model heard in one window.
-
-    ``segments`` are those the model closed with a timestamp; ``tail`` is the
-    text after the last timestamp (words still being spoken at the window's
-    end), or None. ``no_speech`` is true when the window holds no speech.
-    """
-
-    segments: list[WindowSegment] = field(default_factory=list)
-    tail: WindowSegment | None = None
-    no_speech: bool = False
-    language: str = "en"
-    language_probability: float = 1.0
-    suspect: bool = False  # the text looks like a repetition loop; complete nothing from it
-
-    @property
-    def all_segments(self) -> list[WindowSegment]:
-        return self.segments + ([self.tail] if self.tail else [])
-
-    def shifted(self, seconds: float) -> WindowResult:
-        """The same result with every time ``seconds`` later (none before 0)."""
-
-        def move(s: WindowSegment) -> WindowSegment:
-            return WindowSegment(max(0.0, s.start + seconds), max(0.0, s.end + seconds), s.text)
-
-        return replace(
-            self,
-            segments=[move(s) for s in self.segments],
-            tail=move(self.tail) if self.tail else None,
-        )
 
 
 def looks_repetitive(
@@ -407,13 +353,6 @@ class Transcriber:
         )
 
 
-def frame_power(audio: np.ndarray, frame: int) -> np.ndarray:
-    """The mean square of each whole ``frame`` samples of ``audio`` (a partial last
-    frame is left out; empty when there is no whole frame)."""
-    frames = len(audio) // frame
-    return (audio[:frames * frame].astype(np.float64).reshape(frames, frame) ** 2).mean(axis=1)
-
-
 def quiet_lead(audio: np.ndarray, samples: int) -> np.ndarray:
     """``samples`` to put before ``audio``: digital silence when its quietest 100 ms
     is quiet (speech in a quiet room; any noise there changes what tiny.en makes of
@@ -427,11 +366,6 @@ def quiet_lead(audio: np.ndarray, samples: int) -> np.ndarray:
         return np.zeros(samples, dtype=np.float32)
     rng = np.random.default_rng(0)  # the same lead for the same audio: passes agree
     return (rng.standard_normal(samples) * level).astype(np.float32)
-
-
-def looks_like_path(name: str) -> bool:
-    """A model given as a folder rather than a name faster-whisper resolves."""
-    return os.sep in name or name.startswith(".") or Path(name).exists()
 
 
 def _offline() -> bool:

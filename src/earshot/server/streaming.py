@@ -23,7 +23,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from earshot.protocol import SAMPLE_RATE, Segment
-from earshot.server.engine import MAX_WINDOW_SECONDS, WindowResult, frame_power
+from earshot.server.window import MAX_WINDOW_SECONDS, WindowResult, frame_power
 
 # Whisper's segment ends can fall a few hundred milliseconds into the next word;
 # a window starting there mishears it ("in his power" as "and is power"). So the
