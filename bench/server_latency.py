@@ -88,7 +88,7 @@ class Result:
     """One stream's outcome; ``transcript`` is None when the stream raised."""
 
     clip: Clip
-    transcript: wire.Transcript | None
+    transcript: wire.Exchange | None
     error: str = ""
     cpu_seconds: float | None = None
 

@@ -34,11 +34,11 @@ MAX_STREAM_VS_WHOLE = 0.10
 FINAL_DEADLINE_S = 5.0
 
 
-async def stream(server, samples: np.ndarray, **options) -> wire.Transcript:
+async def stream(server, samples: np.ndarray, **options) -> wire.Exchange:
     return await wire.stream(server.ws_url, samples, headers=server.auth_headers(), **options)
 
 
-def departure(reference: str, transcript: wire.Transcript, score: float) -> str:
+def departure(reference: str, transcript: wire.Exchange, score: float) -> str:
     """What went wrong, in a sentence a release report can show."""
     lost = words_lost_at_the_end(reference, transcript.heard)
     ending = ("closed" if transcript.close_code is not None

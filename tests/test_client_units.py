@@ -14,8 +14,7 @@ from earshot.client.state import (
     StateMachine,
 )
 from earshot.client.throttle import Throttle
-from earshot.client.transcript import Transcript
-from earshot.protocol import Segment
+from earshot.protocol import Segment, Transcript
 
 S = ConnectionState
 LEGAL = {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from earshot.server.session import Outbox
+from earshot.server.outbox import Outbox
 
 
 class SlowSocket:

@@ -196,7 +196,7 @@ def _matplotlib_fonts(tmp_path_factory) -> None:
 def _stream(clip: str, *, final: bool, first_text: float = 1.0, final_after: float = 0.3,
             text: str = "and so my fellow americans") -> Stream:
     """A measured stream built from timed messages as wire.stream records them."""
-    t = wire.Transcript(first_audio_at=100.0, end_of_audio_at=105.0)
+    t = wire.Exchange(first_audio_at=100.0, end_of_audio_at=105.0)
     update = ServerMessage("segments", {"segments": [Segment(0.0, 4.0, text, final).to_wire()]})
     t.messages = [(100.0, ServerMessage("ready", {"message": "SERVER_READY"})),
                   (100.0 + first_text, update), (105.0 + final_after, update)]

@@ -18,20 +18,18 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import threading
 import time
 import uuid
-import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection
+from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
-from earshot import audio, protocol
+from earshot import audio
 from earshot.client.errors import (
     ClientClosed,
     ClientError,
@@ -42,10 +40,19 @@ from earshot.client.errors import (
     TranscriptTimeout,
 )
 from earshot.client.reconnect import ReconnectPolicy
+from earshot.client.registry import Registry
+from earshot.client.resume import ResumeBuffer
 from earshot.client.state import ConnectionState, StateMachine, Transition
 from earshot.client.throttle import Throttle
-from earshot.client.transcript import Transcript
-from earshot.protocol import AudioFormat, ClientConfig, Segment
+from earshot.protocol import (
+    AudioFormat,
+    ClientConfig,
+    ClientConnection,
+    ProtocolError,
+    Segment,
+    ServerEvent,
+    Transcript,
+)
 
 log = logging.getLogger("earshot.client")
 S = ConnectionState
@@ -60,8 +67,7 @@ def new_id() -> str:
 
 
 class AsyncTranscriptionClient:
-    _registry: ClassVar[weakref.WeakSet[AsyncTranscriptionClient]] = weakref.WeakSet()
-    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    _registry: ClassVar[Registry[AsyncTranscriptionClient]] = Registry()
 
     def __init__(
         self,
@@ -102,23 +108,20 @@ class AsyncTranscriptionClient:
         self._machine = StateMachine()
         if on_state is not None:
             self._machine.add_listener(on_state)
-        self._ws: ClientConnection | None = None
+        self._ws: WebSocket | None = None
+        self._protocol: ClientConnection | None = None  # the current session's side of it
         self._receiver: asyncio.Task[None] | None = None
         self._connecting: asyncio.Task[Any] | None = None
         self._ready: asyncio.Future[None] | None = None
         self._final = asyncio.Event()
-        self._failure: ClientError | None = None  # what the server said before closing
-        self._kept: list[np.ndarray] = []  # audio sent since transcript.confirmed_until
-        self._kept_from = 0.0  # stream seconds where self._kept begins
-        self._sent = 0.0  # stream seconds sent so far (where a fresh session's audio begins)
+        self._resume = ResumeBuffer()  # audio not yet covered by completed segments
         self._closed = False
         self._closed_event = asyncio.Event()  # wakes backoffs and throttle delays at close()
         self._loop: asyncio.AbstractEventLoop | None = None  # the loop it connected on
         # Monotonic times of the latest session, for latency measurements.
         self.end_of_audio_at: float | None = None
         self.final_at: float | None = None
-        with self._registry_lock:
-            self._registry.add(self)
+        self._registry.add(self)
 
     # -- state --------------------------------------------------------------
 
@@ -137,9 +140,9 @@ class AsyncTranscriptionClient:
         await self._machine.wait_for(state, timeout)
 
     @property
-    def audio_sent(self) -> float:
-        """Seconds of stream audio sent so far (after a resume: counted from the replay)."""
-        return self._sent
+    def closed(self) -> bool:
+        """close() was called: the client cannot connect again."""
+        return self._closed
 
     @property
     def partial(self) -> Segment | None:
@@ -150,8 +153,7 @@ class AsyncTranscriptionClient:
     @classmethod
     def active_instances(cls) -> list[AsyncTranscriptionClient]:
         """Clients created and not yet closed."""
-        with cls._registry_lock:
-            return [c for c in cls._registry if not c._closed]
+        return cls._registry.open()
 
     @classmethod
     async def close_all(cls, timeout: float = 5.0) -> None:
@@ -210,7 +212,7 @@ class AsyncTranscriptionClient:
         self._throttle.started()
         self._loop = asyncio.get_running_loop()
         self.session_id = new_id()
-        self._failure = None
+        self._protocol = ClientConnection(self.session_id, self.transcript)
         self._final = asyncio.Event()
         self._machine.move(S.CONNECTING, f"session {self.session_id}")
         self._connecting = asyncio.current_task()
@@ -234,14 +236,16 @@ class AsyncTranscriptionClient:
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             raise ConnectError(f"cannot connect to {self.url}: {exc}") from exc
         self._ws = ws
+        protocol = self._protocol
+        assert protocol is not None  # made with the session id, before the socket
         self._machine.move(S.CONNECTED, "socket open")
         self._ready = asyncio.get_running_loop().create_future()
         self._receiver = asyncio.create_task(
-            self._receive(ws), name=f"earshot-rx-{self.session_id}"
+            self._receive(ws, protocol), name=f"earshot-rx-{self.session_id}"
         )
-        config = ClientConfig(uid=self.session_id or "", **self._config)
+        config = ClientConfig(uid=protocol.uid, **self._config)
         try:
-            await ws.send(config.to_json())
+            await ws.send(protocol.send_config(config))
         except ConnectionClosed:  # typed, so that a reconnect policy retries it
             raise self._lost_or(ConnectionLost("connection closed while sending the config")
                                 ) from None
@@ -255,27 +259,24 @@ class AsyncTranscriptionClient:
 
     # -- receiving ----------------------------------------------------------
 
-    async def _receive(self, ws: ClientConnection) -> None:
+    async def _receive(self, ws: WebSocket, protocol: ClientConnection) -> None:
         """Handle every server message until the socket closes."""
         try:
             async for frame in ws:
                 try:
-                    await self._handle(frame)
-                except (protocol.ProtocolError, ValueError, TypeError, KeyError) as exc:
+                    await self._handle(protocol.receive(frame))
+                except (ProtocolError, ValueError, TypeError, KeyError) as exc:
                     self.malformed_messages += 1
                     log.warning("malformed server message ignored: %s", exc)
         except ConnectionClosed:
             pass
         finally:
-            self._socket_gone(ws)
+            protocol.closed(ws.close_code, ws.close_reason or "")
+            self._socket_gone(ws, protocol)
 
-    async def _handle(self, frame: str | bytes) -> None:
-        message = protocol.parse_server_message(frame)
-        if message.data.get("uid") not in (None, self.session_id):
-            self.malformed_messages += 1
-            log.warning("message for another uid ignored: %r", message.data.get("uid"))
-            return
-        kind, data = message.kind, message.data
+    async def _handle(self, event: ServerEvent) -> None:
+        """Act on what the protocol says a server message meant."""
+        kind, data = event.kind, event.message.data
         if kind == "ready":
             if self.state is not S.CONNECTED:
                 return  # close() won the race; the session is being torn down
@@ -283,20 +284,12 @@ class AsyncTranscriptionClient:
             self._machine.move(S.READY, "SERVER_READY")
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(None)
-        elif kind == "wait":
-            self._failure = ServerBusy(float(data.get("message") or 0))
-        elif kind == "error":
-            self._failure = ServerRejected(str(data.get("message")))
-        elif kind == "disconnect":
-            self._failure = ConnectionLost("the server ended the session (DISCONNECT)")
         elif kind == "language":
             self.language = data.get("language")
             self.language_probability = data.get("language_prob")
-        elif kind == "segments":
-            segments = message.segments
-            if self.transcript.apply(segments, time.monotonic(), self.session_id or ""):
-                self._trim_kept()
-                await self._call(self._on_segments)
+        elif event.changed:
+            self._resume.confirm(self.transcript.confirmed_until)
+            await self._call(self._on_segments)
         elif kind == "end":
             self.final_at = time.monotonic()
             self._final.set()
@@ -311,20 +304,13 @@ class AsyncTranscriptionClient:
         except Exception:  # a callback's bug must not kill the receive loop
             log.exception("on_segments callback failed")
 
-    def _socket_gone(self, ws: ClientConnection) -> None:
+    def _socket_gone(self, ws: WebSocket, protocol: ClientConnection) -> None:
         """The receive loop ended: the socket is closed, by either side."""
         if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(self._ended_error(ws))
+            self._ready.set_exception(_ended_error(protocol, ws.close_code))
             self._ready.exception()  # retrieved here; connect() re-raises it
         if self.state in (S.CONNECTED, S.READY):
             self._machine.move(S.DISCONNECTED, f"closed by server ({ws.close_code})")
-
-    def _ended_error(self, ws: ClientConnection) -> ClientError:
-        if self._failure is not None:
-            if isinstance(self._failure, ServerRejected | ConnectionLost):
-                self._failure.close_code = ws.close_code
-            return self._failure
-        return ConnectionLost("the server closed the connection", ws.close_code)
 
     # -- sending ------------------------------------------------------------
 
@@ -335,17 +321,25 @@ class AsyncTranscriptionClient:
             raise self._lost_or(ClientError(f"cannot send audio in state {self.state.name}"))
         samples = np.asarray(samples, dtype=np.float32)
         try:
-            await ws.send(protocol.encode_audio(samples, self._config["audio_format"]))
+            await ws.send(self._protocol_for(ws).send_audio(samples))
         except ConnectionClosed:
             raise self._lost_or(ConnectionLost("connection closed while sending")) from None
-        self._kept.append(samples)
-        self._sent += len(samples) / protocol.SAMPLE_RATE
+        self._resume.add(samples)
+
+    def _protocol_for(self, ws: WebSocket) -> ClientConnection:
+        """The session's protocol, when it still takes frames from this side; else
+        the error of what the server said (its close follows)."""
+        protocol = self._protocol
+        assert protocol is not None  # set whenever there is a socket
+        if protocol.refusal is not None:
+            raise _ended_error(protocol, ws.close_code)
+        return protocol
 
     def _lost_or(self, default: ClientError) -> ClientError:
         """Why the session is unusable: what the server said, a close, or ``default``."""
-        ws = self._ws
-        if ws is not None and ws.close_code is not None:
-            return self._ended_error(ws)
+        ws, protocol = self._ws, self._protocol
+        if ws is not None and protocol is not None and ws.close_code is not None:
+            return _ended_error(protocol, ws.close_code)
         if self._closed:
             return ClientClosed("the client was closed during the session")
         return default
@@ -387,25 +381,12 @@ class AsyncTranscriptionClient:
         log.info("session %s lost (%s); reconnecting", self.session_id, cause)
         await self._teardown("reconnecting")
         await self.connect()
-        if self.resume:  # the new session starts where the unconfirmed audio began
-            self.transcript.offset = self._kept_from
-            replay, self._kept = self._kept, []
-            self._sent = self._kept_from
-            for piece in replay:
-                await self.send_audio(piece)
-        else:  # the new session starts after everything already sent
-            self.transcript.offset = self._sent
-            self._kept, self._kept_from = [], self._sent
-
-    def _trim_kept(self) -> None:
-        """Forget audio that completed segments already cover."""
-        confirmed = self.transcript.confirmed_until
-        while self._kept:
-            seconds = len(self._kept[0]) / protocol.SAMPLE_RATE
-            if self._kept_from + seconds > confirmed:
-                break
-            self._kept.pop(0)
-            self._kept_from += seconds
+        if not self.resume:  # the new session starts after everything already sent
+            self._resume.drop()
+        # ... or where the unconfirmed audio began, which is sent again
+        self.transcript.offset = self._resume.start
+        for piece in self._resume.take():
+            await self.send_audio(piece)
 
     # -- finishing ----------------------------------------------------------
 
@@ -433,7 +414,7 @@ class AsyncTranscriptionClient:
         if self.state is not S.READY or ws is None:
             raise self._lost_or(ClientError(f"finish() in state {self.state.name}"))
         try:
-            await ws.send(protocol.END_OF_AUDIO)
+            await ws.send(self._protocol_for(ws).send_end_of_audio())
             self.end_of_audio_at = time.monotonic()
         except ConnectionClosed:
             raise self._lost_or(ConnectionLost("connection closed before END_OF_AUDIO")) from None
@@ -465,8 +446,7 @@ class AsyncTranscriptionClient:
         """Close whatever is open and end DISCONNECTED; idempotent, bounded."""
         self._closed = True
         self._closed_event.set()
-        with self._registry_lock:
-            self._registry.discard(self)
+        self._registry.discard(self)
         await self._teardown("closed by client", timeout)
 
     async def disconnect(self, timeout: float | None = None) -> None:
@@ -505,6 +485,26 @@ class AsyncTranscriptionClient:
             if self.state in (S.CONNECTED, S.READY):
                 self._machine.move(S.CLOSING, reason)
             self._machine.move(S.DISCONNECTED, reason)
+
+
+def _ended_error(protocol: ClientConnection, close_code: int | None) -> ClientError:
+    """Why the server ended a session: what it said before closing, or just the close."""
+    refusal = protocol.refusal
+    if refusal is None:
+        return ConnectionLost("the server closed the connection", close_code)
+    said = refusal.data.get("message")
+    if refusal.kind == "wait":
+        return ServerBusy(_minutes(said))
+    if refusal.kind == "error":
+        return ServerRejected(str(said), close_code)
+    return ConnectionLost("the server ended the session (DISCONNECT)", close_code)
+
+
+def _minutes(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0
 
 
 async def _aiter(items: Any) -> Any:

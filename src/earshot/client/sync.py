@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-import weakref
 from collections.abc import Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
@@ -25,6 +24,7 @@ import numpy as np
 
 from earshot.client.core import AsyncTranscriptionClient
 from earshot.client.errors import ThreadLeak
+from earshot.client.registry import Registry
 from earshot.client.state import ConnectionState, Transition
 from earshot.protocol import Segment
 
@@ -33,8 +33,7 @@ CALL_MARGIN = 5.0  # seconds over an operation's own timeout before the caller g
 
 
 class TranscriptionClient:
-    _registry: ClassVar[weakref.WeakSet[TranscriptionClient]] = weakref.WeakSet()
-    _registry_lock: ClassVar[threading.Lock] = threading.Lock()
+    _registry: ClassVar[Registry[TranscriptionClient]] = Registry()
 
     def __init__(self, url: str, **options: Any) -> None:
         self._loop = asyncio.new_event_loop()
@@ -47,8 +46,7 @@ class TranscriptionClient:
             self._stop_thread(5.0)
             raise
         self._thread.name = f"earshot-client-{self._core.client_id[:12]}"
-        with self._registry_lock:
-            self._registry.add(self)
+        self._registry.add(self)
 
     # -- plumbing -----------------------------------------------------------
 
@@ -85,6 +83,10 @@ class TranscriptionClient:
         self._loop.close()  # idempotent; the thread closed it already unless it never ran
 
     # -- the async core's API, blocking -------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
 
     @property
     def client_id(self) -> str:
@@ -142,8 +144,7 @@ class TranscriptionClient:
             return
         if not self._closed:
             self._closed = True
-            with self._registry_lock:
-                self._registry.discard(self)
+            self._registry.discard(self)
             try:
                 if self._thread.is_alive():
                     self._run(self._core.close(timeout), timeout + CALL_MARGIN)
@@ -155,8 +156,7 @@ class TranscriptionClient:
     async def _close_here(self, timeout: float) -> None:
         await self._core.close(timeout)
         self._closed = True
-        with self._registry_lock:
-            self._registry.discard(self)
+        self._registry.discard(self)
         self._loop.stop()  # the thread's run_forever returns; the thread ends
 
     def __enter__(self) -> TranscriptionClient:
@@ -174,8 +174,7 @@ class TranscriptionClient:
 
     @classmethod
     def active_instances(cls) -> list[TranscriptionClient]:
-        with cls._registry_lock:
-            return [c for c in cls._registry if not c._closed]
+        return cls._registry.open()
 
     @classmethod
     def close_all(cls, timeout: float = 5.0) -> list[BaseException]:

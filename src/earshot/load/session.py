@@ -16,7 +16,6 @@ due, so one session is one greenlet.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -90,10 +89,11 @@ def repeated_run(text: str, reference: str, n: int = LOOP_WORDS) -> str | None:
 class _Session:
     """The state of one run: what came back, and when."""
 
-    def __init__(self, ws: ClientConnection, clip: Speech, options: SessionOptions,
-                 report: Report) -> None:
+    def __init__(self, ws: ClientConnection, connection: protocol.ClientConnection,
+                 clip: Speech, options: SessionOptions, report: Report) -> None:
         self.ws, self.clip, self.options, self.report = ws, clip, options, report
-        self.transcript = wire.Transcript()
+        self.connection = connection  # the protocol's side of it: what may come when
+        self.transcript = wire.Exchange()
         self.first_text_reported = False
 
     @property
@@ -120,9 +120,9 @@ class _Session:
 
     def handle(self, frame: str | bytes) -> None:
         now = time.monotonic()
-        message = protocol.parse_server_message(frame)
+        message = self.connection.receive(frame).message
         self.transcript.messages.append((now, message))
-        if message.kind in ("wait", "error", "disconnect"):
+        if self.connection.refusal is not None:
             raise StepFailed(self.step, f"server sent {message.kind.upper()}: "
                                    f"{message.data.get('message')!r}")
         if message.kind != "segments":
@@ -145,9 +145,9 @@ class _Session:
             if not self.receive_until(due):
                 raise StepFailed(self.step, self.closed_early("while audio was sent"))
             self.transcript.first_audio_at = self.transcript.first_audio_at or time.monotonic()
-            self.ws.send(protocol.encode_audio(samples[at:at + step]))
+            self.ws.send(self.connection.send_audio(samples[at:at + step]))
         self.transcript.end_of_audio_at = time.monotonic()
-        self.ws.send(protocol.END_OF_AUDIO)
+        self.ws.send(self.connection.send_end_of_audio())
 
     def finish(self) -> float:
         """Wait for the final transcript; its latency from END_OF_AUDIO."""
@@ -198,13 +198,14 @@ def run_session(url: str, clip: Speech, name: str, report: Report,
     try:
         with connect(url, additional_headers=options.headers, max_size=None,
                      open_timeout=options.connect_timeout) as ws:
-            ws.send(json.dumps(wire.config(wire.uid(name))))
-            ready = protocol.parse_server_message(ws.recv(timeout=options.connect_timeout))
-            if ready.kind != "ready":
+            connection = protocol.ClientConnection(wire.uid(name))
+            ws.send(connection.send_config(wire.config(connection.uid)))
+            ready = connection.receive(ws.recv(timeout=options.connect_timeout)).message
+            if connection.state is not protocol.ClientState.STREAMING:
                 raise StepFailed("connect", f"server answered {ready.kind.upper()} "
                                             f"{ready.data.get('message')!r}, not SERVER_READY")
             report("connect", time.monotonic() - started, None)
-            session = _Session(ws, clip, options, report)
+            session = _Session(ws, connection, clip, options, report)
             session.stream()
             latency = session.finish()
             if not session.first_text_reported:

@@ -1,9 +1,11 @@
 """One transcription session: a connection after its config was accepted.
 
-A session owns its transcript stream and its outbox. Inference passes come
-from the shared scheduler; messages leave through the outbox's own sender
-task, so a client that reads slowly delays only itself: a segments update
-that has not left yet is replaced by the newer one instead of queueing.
+A session owns its transcript stream, its outbox and its side of the protocol
+(:class:`earshot.protocol.ServerConnection`). Inference passes come from the
+shared scheduler; messages leave through the outbox. Whatever ends the session
+(the final transcript, a client error, a failed pass, the time limit, a
+shutdown, the client going away) ends it through :meth:`Session.end`, and the
+first end decides the outcome.
 """
 
 from __future__ import annotations
@@ -13,19 +15,27 @@ import functools
 import logging
 import time
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection
-
 from earshot import protocol
-from earshot.protocol import ClientConfig
-from earshot.server.engine import Transcriber, WindowResult
+from earshot.protocol import (
+    AudioEnded,
+    AudioReceived,
+    CloseCode,
+    Ending,
+    InvalidState,
+    Outcome,
+    ProtocolError,
+    ServerConnection,
+)
+from earshot.server.engine import Transcriber
 from earshot.server.metrics import Metrics
+from earshot.server.outbox import Outbox
 from earshot.server.scheduler import FairScheduler
 from earshot.server.streaming import Job, StreamSettings, TranscriptStream
+from earshot.server.window import WindowResult
 
 log = logging.getLogger("earshot.session")
 # Until a pass has heard words, and for at most this much audio, a session's
@@ -33,45 +43,9 @@ log = logging.getLogger("earshot.session")
 FIRST_TEXT_SECONDS = 3.0
 
 
-def peer(connection: ServerConnection) -> str:
-    """host:port of the other end, for logs."""
-    return "{}:{}".format(*connection.remote_address[:2])
-
-
 def new_session_id() -> str:
     """Random, so ids never collide, however fast clients reconnect."""
     return uuid.uuid4().hex
-
-
-class Outbox:
-    """Messages waiting for the sender, in order; segments updates coalesce."""
-
-    def __init__(self) -> None:
-        self._items: deque[tuple[str, str]] = deque()  # (kind, text)
-        self._ready = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-
-    def put(self, text: str, kind: str = "control") -> None:
-        if kind == "segments" and self._items and self._items[-1][0] == "segments":
-            self._items[-1] = (kind, text)  # the newer snapshot replaces the unsent one
-        else:
-            self._items.append((kind, text))
-        self._idle.clear()
-        self._ready.set()
-
-    async def run(self, ws: ServerConnection) -> None:
-        """Send until cancelled or the connection closes."""
-        while True:
-            await self._ready.wait()
-            while self._items:
-                _, text = self._items.popleft()
-                await ws.send(text)
-            self._ready.clear()
-            self._idle.set()
-
-    async def flushed(self) -> None:
-        await self._idle.wait()
 
 
 class Session:
@@ -79,20 +53,22 @@ class Session:
 
     def __init__(
         self,
-        config: ClientConfig,
         connection: ServerConnection,
+        remote: str,
         transcriber: Transcriber,
         scheduler: FairScheduler,
         metrics: Metrics,
         settings: StreamSettings | None = None,
     ) -> None:
-        """``settings``: the server's pass policy; the client's config sets how many
-        segments are sent and when a repeated partial is completed."""
-        self.config = config
-        self.connection = connection
+        """Accept ``connection`` (its config received): SERVER_READY is the first
+        message out. ``settings``: the server's pass policy; the client's config
+        sets how many segments are sent and when a repeated partial is completed."""
+        assert connection.config is not None, "a session starts once the config is in"
+        self.protocol = connection
+        self.config = config = connection.config
         self.uid = config.uid
         self.session_id = new_session_id()
-        self.remote = peer(connection)
+        self.remote = remote
         self.started = time.monotonic()
         self.stream = TranscriptStream(
             replace(
@@ -102,15 +78,14 @@ class Session:
             )
         )
         self.outbox = Outbox()
-        self.finished = asyncio.Event()
-        self.failed: BaseException | None = None
-        self.closed = False
+        self.outbox.put(connection.accept(self.session_id))
+        self.gone = asyncio.Event()  # set by the server once the connection is closed
+        self._ended = asyncio.Event()
         self._transcriber = transcriber
         self._scheduler = scheduler
         self._metrics = metrics
         self._job: Job | None = None
-        self._language_sent = False
-        self._room = asyncio.Event()  # set whenever a pass shrank the backlog
+        self._room = asyncio.Event()  # set whenever a pass shrank the backlog or it ended
 
     @property
     def fields(self) -> dict[str, Any]:
@@ -121,34 +96,62 @@ class Session:
     def age(self) -> float:
         return time.monotonic() - self.started
 
-    # -- input from the connection ----------------------------------------
+    @property
+    def closed(self) -> bool:
+        """Ended: no more passes, no more frames read."""
+        return self.protocol.ended
 
-    def add_audio(self, samples: Any) -> None:
-        self.stream.add_audio(samples)
-        self._metrics.audio_seconds.inc(len(samples) / protocol.SAMPLE_RATE)
-        self._wake()
+    # -- the end -------------------------------------------------------------------
 
-    def end_of_audio(self) -> None:
-        self.stream.end_of_audio()
-        self._wake(urgent=True)
+    def end(self, ending: Ending, message: str = "", *,
+            close_code: CloseCode | None = None) -> None:
+        """End the session; the first end decides. Its last frames join the outbox,
+        a running pass is discarded, and :meth:`ended` returns the outcome."""
+        outcome = self.protocol.end(ending, message, close_code=close_code)
+        if outcome is None:
+            return
+        for frame in outcome.frames:
+            self.outbox.put(frame)
+        self._room.set()
+        self._ended.set()
+
+    async def ended(self) -> Outcome:
+        """Until the session ends: how it ended."""
+        await self._ended.wait()
+        assert self.protocol.outcome is not None
+        return self.protocol.outcome
+
+    # -- input from the connection ----------------------------------------------------
+
+    def receive(self, frame: str | bytes) -> bool:
+        """Take one frame from the client; False once no more are wanted
+        (END_OF_AUDIO came, or the frame broke the protocol and ended the session)."""
+        try:
+            event = self.protocol.receive(frame)
+        except InvalidState:
+            raise  # the server's own bug: not the client's to hear about
+        except ProtocolError as exc:
+            self.end(Ending.CLIENT_ERROR, exc.message, close_code=exc.close_code)
+            return False
+        if isinstance(event, AudioReceived):
+            self.stream.add_audio(event.samples)
+            self._metrics.audio_seconds.inc(len(event.samples) / protocol.SAMPLE_RATE)
+            self._wake()
+            return True
+        if isinstance(event, AudioEnded):
+            self.stream.end_of_audio()
+            self._wake(urgent=True)
+        return False
 
     async def room_for_audio(self, max_backlog_seconds: float) -> None:
-        """Wait while the untranscribed audio is over the limit.
+        """Wait while the untranscribed audio is over the limit (or until the end).
 
         The caller stops reading the socket meanwhile, so TCP flow control
         slows the client down instead of the server buffering without bound.
         """
-        while self.stream.backlog_seconds > max_backlog_seconds:
-            if self.failed is not None or self.closed:
-                raise protocol.ProtocolError("the server failed to transcribe",
-                                             protocol.CloseCode.INTERNAL)
+        while self.stream.backlog_seconds > max_backlog_seconds and not self.closed:
             self._room.clear()
             await self._room.wait()
-
-    def close(self) -> None:
-        """No more passes for this session; a running one is discarded."""
-        self.closed = True
-        self._room.set()
 
     def _wake(self, urgent: bool = False) -> None:
         if not self.closed and self.stream.wants_pass():
@@ -181,26 +184,23 @@ class Session:
         self._room.set()
         if self.closed:
             return
-        if error is not None:
+        if error is not None:  # surfaced at once, not at END_OF_AUDIO
             log.error("inference failed", extra={"fields": self.fields}, exc_info=error)
-            self.failed = error
-            self.finished.set()
+            self.end(Ending.SERVER_ERROR, "the server failed to transcribe")
             return
         job, result = result
         if job is not self._job:
             return  # overtaken by the final pass, which started while this one ran
         self._job = None
-        if self.config.language is None and not self._language_sent:
-            self._language_sent = True
-            self.outbox.put(
-                protocol.language(self.uid, result.language, result.language_probability)
-            )
+        if self.config.language is None:
+            detected = self.protocol.language(result.language, result.language_probability)
+            if detected is not None:
+                self.outbox.put(detected)
         update = self.stream.apply(job, result)
         if update.changed:
-            self.outbox.put(protocol.segments(self.uid, self.stream.segments()), "segments")
+            self.outbox.put(self.protocol.segments(self.stream.segments()), "segments")
         if update.finished:
-            self.outbox.put(protocol.end_of_transcript(self.uid))
-            self.finished.set()
+            self.end(Ending.COMPLETE)
         else:
             self._wake()
 

@@ -106,11 +106,11 @@ def _key_error(ws_url: str, headers: Mapping[str, str], how: str) -> TargetError
     return TargetError(f"{ws_url}: {key} ({how})")
 
 
-def _first_reply(ws: ClientConnection, ws_url: str, headers: Mapping[str, str]
-                 ) -> protocol.ServerMessage:
+def _first_reply(ws: ClientConnection, connection: protocol.ClientConnection, ws_url: str,
+                 headers: Mapping[str, str]) -> protocol.ServerMessage:
     """The answer to a config; a refusal that makes the server untestable raises."""
     try:
-        first = protocol.parse_server_message(ws.recv(timeout=FIRST_REPLY_SECONDS))
+        first = connection.receive(ws.recv(timeout=FIRST_REPLY_SECONDS)).message
     except TimeoutError:
         raise TargetError(f"{ws_url}: no reply to the config within "
                           f"{FIRST_REPLY_SECONDS:g} s") from None
@@ -120,7 +120,7 @@ def _first_reply(ws: ClientConnection, ws_url: str, headers: Mapping[str, str]
             raise _key_error(ws_url, headers, "closed with 1008 after the config") from None
         raise TargetError(f"{ws_url} closed the connection ({code}) instead of answering "
                           "the config") from None
-    except ValueError as exc:
+    except (ValueError, protocol.ProtocolError) as exc:
         raise TargetError(f"{ws_url} does not speak the WhisperLive protocol: {exc}") from None
     if first.kind == "error":
         text = str(first.data.get("message", ""))
@@ -132,12 +132,13 @@ def _first_reply(ws: ClientConnection, ws_url: str, headers: Mapping[str, str]
 def _session(ws_url: str, headers: Mapping[str, str], timeout: float,
              offered: set[str], seen: dict[str, str]) -> None:
     """One short session: SERVER_READY's fields, then what follows END_OF_AUDIO."""
+    connection = protocol.ClientConnection(wire.uid("probe"))
     with _open(ws_url, headers, timeout) as ws:
-        ws.send(json.dumps(wire.config(uid=wire.uid("probe"))))
-        first = _first_reply(ws, ws_url, headers)
+        ws.send(connection.send_config(wire.config(uid=connection.uid)))
+        first = _first_reply(ws, connection, ws_url, headers)
         if first.kind == "wait":
             raise TargetError(f"{ws_url} is full (it answered WAIT): no session to test")
-        if first.kind != "ready":
+        if connection.state is not protocol.ClientState.STREAMING:
             raise TargetError(f"{ws_url} answered the config with {first.data} "
                               "instead of SERVER_READY")
         if first.data.get("session_id"):
@@ -146,9 +147,9 @@ def _session(ws_url: str, headers: Mapping[str, str], timeout: float,
         else:
             seen["session_id"] = f"SERVER_READY has no session_id: {sorted(first.data)}"
         for piece in audio.chunks(audio.silence(0.5)):
-            ws.send(protocol.encode_audio(piece))
-        ws.send(protocol.END_OF_AUDIO)
-        kinds = _until_quiet(ws)
+            ws.send(connection.send_audio(piece))
+        ws.send(connection.send_end_of_audio())
+        kinds = _until_quiet(ws, connection)
         code = ws.close_code
     if "end" in kinds and code == protocol.CloseCode.NORMAL:
         offered.add("end_of_transcript")
@@ -160,8 +161,9 @@ def _session(ws_url: str, headers: Mapping[str, str], timeout: float,
                                      f"{closed}")
 
 
-def _until_quiet(ws: ClientConnection) -> list[str]:
-    """The kinds of message received until the server closes or stays quiet."""
+def _until_quiet(ws: ClientConnection, connection: protocol.ClientConnection) -> list[str]:
+    """The kinds of message received until the server closes or stays quiet
+    ("malformed" for one the protocol refuses)."""
     kinds: list[str] = []
     while True:
         try:
@@ -169,17 +171,18 @@ def _until_quiet(ws: ClientConnection) -> list[str]:
         except (TimeoutError, ConnectionClosed):
             return kinds
         try:
-            kinds.append(protocol.parse_server_message(frame).kind)
-        except ValueError:
+            kinds.append(connection.receive(frame).kind)
+        except (ValueError, protocol.ProtocolError):
             kinds.append("malformed")
 
 
 def _bad_config(ws_url: str, headers: Mapping[str, str], timeout: float,
                 offered: set[str], seen: dict[str, str]) -> None:
     """A config that is not JSON: earshot answers ERROR and closes with 1008."""
+    connection = protocol.ClientConnection(wire.uid("bad-config"))
     with _open(ws_url, headers, timeout) as ws:
-        ws.send("this is not JSON")
-        kinds = _until_quiet(ws)
+        ws.send(connection.send_config("this is not JSON"))
+        kinds = _until_quiet(ws, connection)
         code = ws.close_code
     if code == protocol.CloseCode.POLICY:
         offered.add("close_codes")

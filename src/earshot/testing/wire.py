@@ -1,26 +1,37 @@
 """Drive a server at the wire level: one stream in, every message out, timed.
 
 This is deliberately no client library (that is :mod:`earshot.client`): it
-speaks the protocol directly so tests and benchmarks can send exactly the
-frames they mean, malformed ones included, and see every reply.
+sends exactly the frames a test means, malformed configs included, and keeps
+every reply. It still drives the protocol's ``ClientConnection``, so what
+counts as ready, final or refused, and the folding of segments, are the
+client's own rules; a reply out of order is recorded in ``violations``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import ClientConnection as WebSocket
+from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from earshot import audio, protocol
+from earshot import audio
 from earshot.client.core import PROCESS_PREFIX, new_id
-from earshot.protocol import AudioFormat, Segment, ServerMessage
+from earshot.protocol import (
+    AudioFormat,
+    ClientConnection,
+    ClientState,
+    InvalidState,
+    ProtocolError,
+    Segment,
+    ServerMessage,
+    Transcript,
+)
 
 # After END_OF_AUDIO, a server silent this long has said all it will say.
 QUIET_SECONDS = 10.0
@@ -38,10 +49,12 @@ def is_own(uid: str) -> bool:
 
 
 @dataclass
-class Transcript:
+class Exchange:
     """Everything one stream got back, with monotonic receive times."""
 
     messages: list[tuple[float, ServerMessage]] = field(default_factory=list)
+    violations: list[str] = field(default_factory=list)  # replies the protocol refused
+    accepted: bool = False  # the server answered the config with SERVER_READY
     first_audio_at: float | None = None
     end_of_audio_at: float | None = None
     close_code: int | None = None
@@ -65,12 +78,7 @@ class Transcript:
     @property
     def completed(self) -> list[Segment]:
         """Every completed segment seen in any update, in order, once each."""
-        by_start: dict[str, Segment] = {}
-        for m in self.of_kind("segments"):
-            for s in m.segments:
-                if s.completed:
-                    by_start[f"{s.start:.3f}"] = s
-        return [by_start[k] for k in sorted(by_start, key=float)]
+        return Transcript.fold(m.segments for m in self.of_kind("segments")).completed
 
     @property
     def text(self) -> str:
@@ -113,11 +121,21 @@ def config(uid: str | None = None, **overrides: Any) -> dict[str, Any]:
     return data
 
 
-async def receive_all(ws: ClientConnection, transcript: Transcript) -> None:
+def record(exchange: Exchange, connection: ClientConnection, frame: str | bytes) -> None:
+    """Keep one reply: in ``messages`` when the protocol takes it, else in ``violations``."""
+    try:
+        event = connection.receive(frame)
+    except ProtocolError as exc:
+        exchange.violations.append(exc.message)
+        return
+    exchange.messages.append((time.monotonic(), event.message))
+
+
+async def receive_all(ws: WebSocket, exchange: Exchange, connection: ClientConnection) -> None:
     """Collect every message until the server closes."""
     async for frame in ws:
-        transcript.messages.append((time.monotonic(), protocol.parse_server_message(frame)))
-    transcript.closed_at = time.monotonic()
+        record(exchange, connection, frame)
+    exchange.closed_at = time.monotonic()
 
 
 async def stream(
@@ -136,65 +154,68 @@ async def stream(
     send END_OF_AUDIO and collect replies until the server closes, or until it
     has sent nothing for ``quiet`` seconds (a server without END_OF_TRANSCRIPT
     may never close; ``close_code`` then stays None)."""
-    transcript = Transcript()
+    exchange = Exchange()
     cfg = config(**config_overrides)
     if audio_format is not AudioFormat.FLOAT32:
         cfg["audio_format"] = audio_format.value
+    connection = ClientConnection(str(cfg["uid"]))
     async with asyncio.timeout(timeout), connect(
         url, additional_headers=headers, max_size=None, open_timeout=10
     ) as ws:
-        await ws.send(json.dumps(cfg))
-        first = protocol.parse_server_message(await ws.recv())
-        transcript.messages.append((time.monotonic(), first))
-        if first.kind != "ready":
+        await ws.send(connection.send_config(cfg))
+        record(exchange, connection, await ws.recv())
+        exchange.accepted = connection.state is ClientState.STREAMING
+        if not exchange.accepted:
             await ws.wait_closed()
         else:
-            receiver = asyncio.create_task(receive_all(ws, transcript))
+            receiver = asyncio.create_task(receive_all(ws, exchange, connection))
             try:
-                await _send_audio(ws, transcript, samples, speed, chunk_ms, audio_format)
-                await _closed_or_quiet(receiver, transcript, quiet)
+                await _send_audio(ws, exchange, connection, samples, speed, chunk_ms)
+                await _closed_or_quiet(receiver, exchange, quiet)
             finally:
                 receiver.cancel()
                 await asyncio.gather(receiver, return_exceptions=True)
-        transcript.close_code = ws.close_code
-        transcript.close_reason = ws.close_reason or ""
-    return transcript
+        exchange.close_code = ws.close_code
+        exchange.close_reason = ws.close_reason or ""
+    return exchange
 
 
-async def _closed_or_quiet(receiver: asyncio.Task[None], transcript: Transcript,
+async def _closed_or_quiet(receiver: asyncio.Task[None], exchange: Exchange,
                            quiet: float) -> None:
     """Until the receiver ends (the server closed) or a ``quiet`` window passes
     without a message."""
     while True:
-        seen = len(transcript.messages)
+        seen = len(exchange.messages)
         done, _ = await asyncio.wait({receiver}, timeout=quiet)
         if done:
             receiver.result()
             return
-        if len(transcript.messages) == seen:
+        if len(exchange.messages) == seen:
             return
 
 
 async def _send_audio(
-    ws: ClientConnection,
-    transcript: Transcript,
+    ws: WebSocket,
+    exchange: Exchange,
+    connection: ClientConnection,
     samples: np.ndarray,
     speed: float | None,
     chunk_ms: float,
-    audio_format: AudioFormat,
 ) -> None:
-    """Send the audio, then END_OF_AUDIO; stops quietly if the server closes first."""
+    """Send the audio, then END_OF_AUDIO; stops quietly once the server has ended
+    the session (DISCONNECT, ERROR: the replies tell why) or closed."""
     pieces = audio.chunks(samples, chunk_ms)
+    source = audio.paced(pieces, speed) if speed is not None else _aiter(pieces)
     try:
-        if speed is None:
-            for piece in pieces:
-                transcript.first_audio_at = transcript.first_audio_at or time.monotonic()
-                await ws.send(protocol.encode_audio(piece, audio_format))
-        else:
-            async for piece in audio.paced(pieces, speed):
-                transcript.first_audio_at = transcript.first_audio_at or time.monotonic()
-                await ws.send(protocol.encode_audio(piece, audio_format))
-        transcript.end_of_audio_at = time.monotonic()
-        await ws.send(protocol.END_OF_AUDIO)
-    except ConnectionClosed:
-        pass  # the server ended the session (DISCONNECT, ERROR); replies tell why
+        async for piece in source:
+            exchange.first_audio_at = exchange.first_audio_at or time.monotonic()
+            await ws.send(connection.send_audio(piece))
+        exchange.end_of_audio_at = time.monotonic()
+        await ws.send(connection.send_end_of_audio())
+    except (ConnectionClosed, InvalidState):
+        pass
+
+
+async def _aiter(items: list[np.ndarray]) -> Any:
+    for item in items:
+        yield item

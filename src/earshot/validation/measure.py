@@ -49,7 +49,7 @@ class Stream:
     clip: str
     seconds: float
     reference: str
-    transcript: wire.Transcript | None = None
+    transcript: wire.Exchange | None = None
     error: str | None = None
     profile: str | None = None
 
@@ -146,8 +146,8 @@ async def stream(url: str, clip: Clip, headers: Mapping[str, str], *,
     except Exception as exc:  # a measurement reports failures instead of stopping
         result.error = f"{type(exc).__name__}: {exc}"
     else:
-        first = result.transcript.messages[0][1] if result.transcript.messages else None
-        if first is None or first.kind != "ready":
+        if not result.transcript.accepted:
+            first = result.transcript.messages[0][1] if result.transcript.messages else None
             result.error = f"no SERVER_READY: {first.data if first else 'no message'}"
     return result
 

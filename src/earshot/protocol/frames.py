@@ -1,8 +1,8 @@
-"""The wire protocol shared by earshot's server and client, with no I/O.
+"""The frames of the wire protocol: their shapes, parsing and validation, no I/O.
 
-Like websockets' sans-I/O core, everything here turns bytes and text into
-validated values (or raises :class:`ProtocolError`) and back, so both ends
-share one definition and it is tested without sockets.
+Everything here turns bytes and text into validated values (or raises
+:class:`ProtocolError`) and back. Which frame may come when is the business of
+the connection state machines beside this module (:mod:`.server`, :mod:`.client`).
 
 The shapes are WhisperLive 0.10's; where WhisperLive is vague earshot is exact
 (a session id in SERVER_READY, an END_OF_TRANSCRIPT message, meaningful close
@@ -67,6 +67,14 @@ class ProtocolError(Exception):
         super().__init__(message)
         self.message = message
         self.close_code = close_code
+
+
+class InvalidState(ProtocolError):
+    """This side asked its connection for something its state does not allow
+    (audio before SERVER_READY, a second end): a bug in the caller, not the peer."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, CloseCode.INTERNAL)
 
 
 @dataclass(frozen=True)
@@ -309,3 +317,13 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
     else:
         kind = "unknown"
     return ServerMessage(kind, data)
+
+
+def uid_of(frame: str | bytes) -> str | None:
+    """The uid of a config that failed validation, if it has one, to echo back."""
+    try:
+        data = json.loads(frame)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    uid = data.get("uid") if isinstance(data, dict) else None
+    return uid[:MAX_UID_CHARS] if isinstance(uid, str) else None

@@ -1,4 +1,10 @@
-"""The transcript as the client sees it: completed segments, the partial, and when each arrived.
+"""The one fold of segments updates into a transcript.
+
+A server resends its last completed segments and the current partial in every
+update; folding keeps each completed segment once (by its start, the newest
+text winning), the latest partial, and when each first arrived. The client
+folds as messages arrive; the wire-level harness folds a recorded exchange
+with :meth:`Transcript.fold`.
 
 Times are seconds from the start of the stream. After a reconnection the new
 session's times start at ``offset`` (where the replayed audio began), so one
@@ -7,9 +13,10 @@ transcript runs on across sessions.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
-from earshot.protocol import Segment
+from earshot.protocol.frames import Segment
 
 
 @dataclass(frozen=True)
@@ -25,6 +32,14 @@ class Transcript:
         self._completed: dict[int, Received] = {}  # by start in milliseconds
         self.partial: Received | None = None
         self.updates = 0
+
+    @classmethod
+    def fold(cls, updates: Iterable[list[Segment]]) -> Transcript:
+        """The transcript that a sequence of segments updates adds up to."""
+        transcript = cls()
+        for segments in updates:
+            transcript.apply(segments, 0.0, "")
+        return transcript
 
     def apply(self, segments: list[Segment], received_at: float, session_id: str) -> bool:
         """Fold one segments message in; True if anything changed."""

@@ -1,0 +1,239 @@
+"""Property tests of the protocol's two state machines (Hypothesis, no sockets).
+
+Random and hostile frame sequences, mixed with random intentions, never crash
+either machine: the only errors are ProtocolError (the peer broke the
+protocol) and InvalidState (this side asked out of order), neither changes
+anything, and every run ends ENDED/CLOSED with a close code from the table.
+A client machine fed a server machine's frames agrees with it on the final
+transcript and on how the connection ended.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from earshot import protocol
+from earshot.protocol import (
+    CLOSE_CODES,
+    END_OF_AUDIO,
+    ClientConfig,
+    ClientConnection,
+    ClientState,
+    CloseCode,
+    Ending,
+    InvalidState,
+    ProtocolError,
+    Segment,
+    ServerConnection,
+    ServerState,
+    Transcript,
+)
+
+UID = "u-1"
+# No example database in the checkout (the suite leaves nothing); no per-example
+# deadline (a loaded CI machine is slow, and speed is not what is checked here).
+PROPERTY = settings(max_examples=300, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+# -- strategies ----------------------------------------------------------------------
+
+texts = st.text(max_size=40)
+segment_lists = st.lists(
+    st.builds(
+        lambda start_ms, length_ms, text, completed: Segment(
+            start_ms / 1000, (start_ms + length_ms) / 1000, text, completed),
+        st.integers(0, 600_000), st.integers(0, 30_000), texts, st.booleans()),
+    max_size=6,
+)
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
+    max_leaves=10,
+)
+configs = st.fixed_dictionaries(
+    {"uid": st.sampled_from([UID, "", 7])},
+    optional={"language": st.sampled_from(["en", None, 3]),
+              "task": st.sampled_from(["transcribe", "translate", "sing"]),
+              "audio_format": st.sampled_from(["float32", "int16", "uint8", "mp3"]),
+              "send_last_n_segments": st.integers(-2, 2000),
+              "no_speech_thresh": st.floats(-1, 2)},
+)
+client_frames = st.one_of(
+    configs.map(json.dumps),
+    json_values.map(json.dumps),
+    texts,
+    st.binary(max_size=64),
+    st.sampled_from([END_OF_AUDIO, END_OF_AUDIO.decode()]),
+    st.lists(st.floats(-1, 1, width=32), max_size=16).map(
+        lambda xs: np.asarray(xs, dtype="<f4").tobytes()),
+    st.just(np.asarray([np.nan], dtype="<f4").tobytes()),
+)
+server_messages = st.one_of(
+    st.just(protocol.server_ready(UID, "s-1")),
+    st.floats(0, 10).map(lambda m: protocol.wait(UID, m)),
+    texts.map(lambda t: protocol.error(UID, t)),
+    st.just(protocol.language(UID, "en", 0.9)),
+    segment_lists.map(lambda items: protocol.segments(UID, items)),
+    st.just(protocol.disconnect(UID)),
+    st.just(protocol.end_of_transcript(UID)),
+    st.just(protocol.segments("someone-else", [])),
+    st.just(json.dumps({"uid": UID, "segments": [{"start": "x"}]})),
+    st.just(json.dumps({"uid": UID, "something": "new"})),
+    json_values.map(json.dumps),
+    texts,
+    st.binary(max_size=16),
+)
+
+
+@dataclass(frozen=True)
+class Do:
+    """An intention of the side under test."""
+
+    name: str
+    arg: Any = None
+
+
+server_intentions = st.one_of(
+    st.builds(Do, st.just("accept"), st.just("s-1")),
+    st.builds(Do, st.just("segments"), segment_lists),
+    st.builds(Do, st.just("language")),
+    st.builds(Do, st.just("end"), st.sampled_from(list(Ending))),
+)
+client_intentions = st.one_of(
+    st.builds(Do, st.just("config")),
+    st.builds(Do, st.just("audio")),
+    st.builds(Do, st.just("end_of_audio")),
+    st.builds(Do, st.just("close")),
+)
+
+
+def _snapshot(connection: Any) -> dict[str, Any]:
+    state = {k: v for k, v in vars(connection).items() if k != "transcript"}
+    if isinstance(connection, ClientConnection):
+        state["completed"] = connection.transcript.completed
+        state["partial"] = connection.transcript.partial
+    return state
+
+
+# -- the server's machine -----------------------------------------------------------
+
+
+def _server_do(connection: ServerConnection, step: Any) -> None:
+    if not isinstance(step, Do):
+        connection.receive(step)
+    elif step.name == "accept":
+        connection.accept(step.arg)
+    elif step.name == "segments":
+        connection.segments(step.arg)
+    elif step.name == "language":
+        connection.language("en", 0.5)
+    else:
+        connection.end(step.arg, "why", close_code=CloseCode.POLICY)
+
+
+@PROPERTY
+@given(st.lists(st.one_of(client_frames, server_intentions), max_size=25))
+def test_server_machine_survives_any_sequence_and_ends_by_the_table(steps: list[Any]) -> None:
+    connection = ServerConnection(max_frame_bytes=32)
+    for step in steps:
+        before = _snapshot(connection)
+        try:
+            _server_do(connection, step)
+        except InvalidState:
+            assert _snapshot(connection) == before, f"{step!r} failed but changed the state"
+        except ProtocolError as exc:  # the client's fault: the server ends it so
+            assert connection.state in (ServerState.CONFIG, ServerState.STREAMING,
+                                        ServerState.FINISHING)
+            outcome = connection.reject(exc)
+            assert outcome is not None and outcome.ending is Ending.CLIENT_ERROR
+    if not connection.ended:
+        connection.end(Ending.LOST)
+    outcome = connection.outcome
+    assert connection.state is ServerState.ENDED and outcome is not None
+    assert outcome.close_code in CLOSE_CODES[outcome.ending]
+    for frame in outcome.frames:
+        assert json.loads(frame)["uid"] == connection.uid
+    assert connection.end(Ending.COMPLETE) is None, "the first end decides"
+    assert connection.receive(b"late audio") is None
+
+
+# -- the client's machine -------------------------------------------------------------
+
+
+def _client_do(connection: ClientConnection, step: Any) -> None:
+    if not isinstance(step, Do):
+        connection.receive(step)
+    elif step.name == "config":
+        connection.send_config(ClientConfig(uid=UID))
+    elif step.name == "audio":
+        assert isinstance(connection.send_audio(np.zeros(160, np.float32)), bytes)
+    elif step.name == "end_of_audio":
+        assert connection.send_end_of_audio() == END_OF_AUDIO
+    else:
+        connection.close()
+
+
+@PROPERTY
+@given(st.lists(st.one_of(server_messages, client_intentions), max_size=25),
+       st.sampled_from([None, 1000, 1001, 1006, 1008, 1011, 1013, 4000]))
+def test_client_machine_survives_any_sequence_and_always_closes(steps: list[Any],
+                                                                 code: int | None) -> None:
+    connection = ClientConnection(UID, clock=lambda: 0.0)
+    for step in steps:
+        before = _snapshot(connection)
+        try:
+            _client_do(connection, step)
+        except ProtocolError:  # InvalidState included: either way, nothing changed
+            assert _snapshot(connection) == before, f"{step!r} failed but changed the state"
+    outcome = connection.closed(code, "bye")
+    assert connection.state is ClientState.CLOSED and outcome.close_code == code
+    assert outcome.ending in CLOSE_CODES
+    assert (outcome.ending is Ending.COMPLETE) == connection.final
+    assert connection.closed(1000) is outcome, "the close is seen once"
+    with pytest.raises(ProtocolError):
+        connection.receive(protocol.segments(UID, []))
+
+
+# -- both together ---------------------------------------------------------------------
+
+ends = st.sampled_from([Ending.COMPLETE, Ending.SERVER_ERROR, Ending.MAX_CONNECTION_TIME,
+                        Ending.SHUTDOWN, Ending.CLIENT_ERROR])
+
+
+@PROPERTY
+@given(st.lists(segment_lists, max_size=8), st.integers(0, 8), ends,
+       st.sampled_from(list(protocol.AudioFormat)))
+def test_client_fed_by_the_server_agrees_on_transcript_and_ending(
+        updates: list[list[Segment]], audio_ends_after: int, ending: Ending,
+        audio_format: protocol.AudioFormat) -> None:
+    server, client = ServerConnection(), ClientConnection(UID, clock=lambda: 0.0)
+    server.receive(client.send_config(ClientConfig(uid=UID, audio_format=audio_format)))
+    client.receive(server.accept("s-1"))
+    sent: list[list[Segment]] = []
+    audio_ended = False
+    for index, items in enumerate(updates):
+        if index == audio_ends_after:
+            server.receive(client.send_end_of_audio())
+            audio_ended = True
+        elif not audio_ended:
+            event = server.receive(client.send_audio(np.linspace(-1, 1, 320, dtype=np.float32)))
+            assert isinstance(event, protocol.AudioReceived) and len(event.samples) == 320
+        client.receive(server.segments(items))
+        sent.append(items)
+    if ending is Ending.COMPLETE and not audio_ended:
+        server.receive(client.send_end_of_audio())
+    outcome = server.end(ending, "what went wrong")
+    assert outcome is not None and outcome.close_code in CLOSE_CODES[ending]
+    for frame in outcome.frames:
+        client.receive(frame)
+    seen = client.closed(outcome.close_code, outcome.reason)
+    assert seen.ending is ending
+    assert client.transcript.completed == Transcript.fold(sent).completed
+    assert client.final == (ending is Ending.COMPLETE)
