@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import threading
 import time
@@ -11,14 +12,19 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from earshot.testing.budgets import budget
 from earshot.testing.proxy import (
     Bandwidth,
     Blackhole,
+    Chain,
+    Chunk,
+    Cut,
     Latency,
     Proxy,
     ResetPeer,
     Slicer,
     Timeout,
+    Toxic,
 )
 from earshot.testing.waiting import eventually_async
 
@@ -195,6 +201,23 @@ async def test_latency_added_and_removed_while_traffic_flows(proxy) -> None:
     assert 0.100 - EARLY_S <= added <= 0.100 + LOAD_SLACK_S, (
         f"asked 100 ms, added {added * 1000:.0f} ms")
     assert restored < base + LOAD_SLACK_S
+
+
+@pytest.mark.parametrize("stack", ["two toxics", "a chain"])
+async def test_stacked_latencies_add_up(proxy, stack) -> None:
+    reader, writer = await open_via(proxy)
+    try:
+        if stack == "two toxics":
+            proxy.add(Latency(100), "downstream")
+            proxy.add(Latency(50), "downstream")
+        else:
+            proxy.add(Latency(100) | Latency(50), "downstream")
+        delayed = await fastest_rtt(reader, writer)
+    finally:
+        writer.close()
+    # A lower bound only: no chunk can come back before both delays passed, however
+    # loaded the machine (one latency alone, or the larger of the two, stays near 100 ms).
+    assert delayed >= 0.150 - EARLY_S, f"asked 100 + 50 ms, got {delayed * 1000:.0f} ms"
 
 
 async def test_latency_in_both_directions_adds_up(proxy) -> None:
@@ -406,3 +429,147 @@ async def test_down_cuts_a_connection_still_connecting_to_its_target() -> None:
                 await assert_cut(reader)
             finally:
                 writer.close()
+
+
+# -- each toxic on its own, without a proxy ------------------------------------------
+
+
+class FakeLink:
+    """A direction for a toxic on its own: seeded, and a removal the test decides."""
+
+    def __init__(self) -> None:
+        self.random = random.Random(1)
+        self.removed = asyncio.Event()
+
+    async def until_removed(self, toxic: Toxic) -> None:
+        await self.removed.wait()
+
+
+async def through(toxic: Toxic, chunk: Chunk, link: FakeLink | None = None) -> list[Chunk]:
+    """What ``toxic`` passes on of ``chunk``, in order."""
+    out: list[Chunk] = []
+
+    async def collect(passed: Chunk) -> None:
+        out.append(passed)
+
+    await asyncio.wait_for(toxic.pass_on(chunk, link or FakeLink(), collect), 5)
+    return out
+
+
+def long_ago(data: bytes = PAYLOAD) -> Chunk:
+    """A chunk read long before: every delay measured from it has already passed."""
+    return Chunk(data, due=time.monotonic() - 60)
+
+
+async def test_latency_moves_the_chunk_later_and_stacked_latencies_add() -> None:
+    chunk = long_ago()
+    [once] = await through(Latency(100), chunk)
+    [twice] = await through(Latency(100) | Latency(50), chunk)
+    assert once == Chunk(PAYLOAD, due=pytest.approx(chunk.due + 0.100))
+    assert twice == Chunk(PAYLOAD, due=pytest.approx(chunk.due + 0.150))
+
+
+async def test_latency_jitter_stays_within_its_bounds() -> None:
+    chunk, link = long_ago(), FakeLink()
+    added = [(await through(Latency(60, jitter_ms=40), chunk, link))[0].due - chunk.due
+             for _ in range(50)]
+    assert all(0.020 - 1e-9 <= a <= 0.100 + 1e-9 for a in added)
+    assert max(added) - min(added) > 0.010  # not a constant delay
+
+
+async def test_latency_holds_a_fresh_chunk_for_its_delay() -> None:
+    started = time.monotonic()
+    await through(Latency(30), Chunk(PAYLOAD, due=started))
+    assert time.monotonic() - started >= 0.030 - EARLY_S
+
+
+async def test_bandwidth_takes_the_time_the_size_needs_and_passes_data_as_is() -> None:
+    chunk = long_ago(b"z" * 2000)
+    started = time.monotonic()
+    out = await through(Bandwidth(rate_kbps=100), chunk)  # 2000 B at 100 kB/s: 20 ms
+    assert time.monotonic() - started >= 0.020 - EARLY_S
+    assert out == [chunk]  # nothing cut, and no later: a Latency after it counts as before
+
+
+async def test_slicer_cuts_into_pieces_in_order_and_spaces_them() -> None:
+    chunk = long_ago(bytes(range(100)))
+    started = time.monotonic()
+    out = await through(Slicer(average_size=10, size_variation=3, delay_ms=2), chunk)
+    assert b"".join(p.data for p in out) == chunk.data
+    assert all(7 <= len(p.data) <= 13 for p in out[:-1]) and 1 <= len(out[-1].data) <= 13
+    assert all(p.due == chunk.due for p in out)
+    assert time.monotonic() - started >= (len(out) - 1) * 0.002 - EARLY_S
+
+
+@pytest.mark.parametrize("toxic", [Blackhole(), Timeout(0), Timeout(300)],
+                         ids=["blackhole", "timeout-0", "timeout-300"])
+async def test_a_holding_toxic_passes_nothing_until_removed(toxic) -> None:
+    chunk, link = long_ago(), FakeLink()
+    out: list[Chunk] = []
+
+    async def collect(passed: Chunk) -> None:
+        out.append(passed)
+
+    holding = asyncio.create_task(toxic.pass_on(chunk, link, collect))
+    try:
+        for _ in range(20):  # loop turns, not time: nothing but the removal may free it
+            await asyncio.sleep(0)
+        assert not out and not holding.done()
+        link.removed.set()
+        await asyncio.wait_for(holding, 5)
+    finally:
+        holding.cancel()
+        await asyncio.gather(holding, return_exceptions=True)
+    assert out == [chunk]
+
+
+@pytest.mark.parametrize(("toxic", "cut"), [
+    (Latency(10), None),
+    (Bandwidth(10), None),
+    (Slicer(10), None),
+    (Blackhole(), None),
+    (Timeout(0), None),  # holds for ever, never closes
+    (Timeout(300), Cut(0.3, reset=False)),
+    (ResetPeer(), Cut(0.0, reset=True)),
+    (ResetPeer(20), Cut(0.02, reset=True)),
+], ids=lambda v: v.describe() if isinstance(v, Toxic) else str(v))
+def test_which_toxics_cut_the_connection(toxic, cut) -> None:
+    assert toxic.cut() == cut
+
+
+async def test_reset_peer_lets_data_through_until_it_cuts() -> None:
+    chunk = long_ago()
+    assert await through(ResetPeer(1000), chunk) == [chunk]
+
+
+async def test_a_chain_applies_its_toxics_in_order_and_flattens() -> None:
+    slicer, latency, reset = Slicer(average_size=2), Latency(100), ResetPeer(5)
+    chain = slicer | latency | (Bandwidth(1000) | reset)
+    assert chain == Chain(slicer, latency, Bandwidth(1000), reset)
+    assert chain.parts() == (slicer, latency, Bandwidth(1000), reset)
+    assert chain.cut() == Cut(0.005, reset=True)  # its first member's that cuts
+    assert chain.describe().startswith("Slicer(average_size=2, ") and " | Latency(" in (
+        chain.describe())
+    chunk = long_ago(b"abcdef")
+    out = await through(chain, chunk)
+    assert [p.data for p in out] == [b"ab", b"cd", b"ef"]  # sliced, then each one delayed
+    assert all(p.due == pytest.approx(chunk.due + 0.100) for p in out)
+    assert Chain().describe() == "none" and await through(Chain(), chunk) == [chunk]
+
+
+def test_the_budget_of_a_chain_adds_its_latencies() -> None:
+    limits = budget(Latency(100, jitter_ms=10) | Latency(50) | Bandwidth(125))
+    assert limits.one_way_min_s == pytest.approx(0.140)
+    assert limits.one_way_max_s == pytest.approx(0.160)
+    assert limits.rate_bytes_per_s == 125_000
+
+
+async def test_a_chain_is_added_and_removed_member_by_member(proxy) -> None:
+    latency, bandwidth = Latency(10), Bandwidth(1000)
+    chain = latency | bandwidth
+    proxy.add(chain, "both")
+    assert proxy.toxics("upstream") == proxy.toxics("downstream") == [latency, bandwidth]
+    assert "downstream: Latency(latency_ms=10, jitter_ms=0.0) | Bandwidth(" in proxy.describe()
+    proxy.remove(chain)
+    assert proxy.toxics("upstream") == proxy.toxics("downstream") == []
+    assert proxy.apply_profile("cellular") == proxy.toxics("upstream")
