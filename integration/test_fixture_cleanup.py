@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from earshot.client import AsyncTranscriptionClient
+from earshot.plugin import INNER_SESSION_ARGS
 from earshot.testing.waiting import wait_for_sessions_async
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,8 @@ async def test_raises_mid_stream(server_factory, client_factory, jfk):
     if option("earshot_url"):
         args.append(f"--earshot-url={option('earshot_url')}")
     result = pytester.runpytest_subprocess("test_inner.py", "-p", "no:randomly",
-                                           "-p", "no:cacheprovider", *args, timeout=240)
+                                           "-p", "no:cacheprovider", *INNER_SESSION_ARGS, *args,
+                                           timeout=240)
     if option("earshot_target") == "url":
         result.assert_outcomes(skipped=1)  # a server of its own cannot be had there
         return

@@ -16,6 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from earshot.plugin import INNER_SESSION_ARGS
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -31,7 +33,7 @@ def suite(pytester: pytest.Pytester):
 def run(suite: pytest.Pytester, source: str) -> pytest.RunResult:
     suite.makepyfile(test_inner=source)
     return suite.runpytest_subprocess("test_inner.py", "-p", "no:randomly",
-                                      "-p", "no:cacheprovider")
+                                      "-p", "no:cacheprovider", *INNER_SESSION_ARGS)
 
 
 def test_a_clean_test_passes(suite) -> None:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from earshot.plugin import INNER_SESSION_ARGS
+
 # A project of its own: a test that leaves a thread (earshot's guard would fail
 # it), an async test, its own `proxy` fixture, and its own marker.
 FOREIGN_CONFTEST = """
@@ -50,7 +52,8 @@ def test_stops_the_thread():
 
 
 def run(pytester: pytest.Pytester, *args: str) -> pytest.RunResult:
-    return pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider", *args)
+    return pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider",
+                                         *INNER_SESSION_ARGS, *args)
 
 
 def body(result: pytest.RunResult) -> list[str]:

@@ -30,6 +30,13 @@ from __future__ import annotations
 
 import pytest
 
+# Plugins that pytest sessions earshot starts in a subprocess (the validator's,
+# this repository's pytester runs) leave off. Hypothesis's plugin imports its
+# package at the session's end, where pytest's assertion rewriting parses it;
+# on CPython 3.11.7 that parse can fail at random with "SystemError: AST
+# constructor recursion depth mismatch" (seen in about one run in three).
+INNER_SESSION_ARGS = ("-p", "no:hypothesispytest")
+
 pytest_plugins = [
     "earshot.plugin.notes",
     "earshot.plugin.server",

@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from earshot.plugin import INNER_SESSION_ARGS
+
 ROOT = Path(__file__).resolve().parents[3]
 SUITE = ROOT / "integration"
 NOT_OFFERED = "not offered: "
@@ -98,7 +100,7 @@ def run(pytest_args: Sequence[str], workdir: Path, *,
     events.touch()
     command = [sys.executable, "-m", "pytest", str(SUITE), "-p", "earshot.validation.events",
                f"--junitxml={workdir / 'junit.xml'}", "-o", "junit_family=xunit1",
-               "-p", "no:cacheprovider", *pytest_args]
+               "-p", "no:cacheprovider", *INNER_SESSION_ARGS, *pytest_args]
     env = {**os.environ, "EARSHOT_VALIDATION_EVENTS": str(events)}
     tests: dict[str, TestResult] = {}
     pending = ""
