@@ -25,13 +25,15 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet --editable '.[test]'
 	@touch $@
 
-# Everything CI runs: lint, the fast suite and the container suite, in one
-# pytest session (random order, hard timeouts), then the example project.
+# Everything CI runs: lint, the fast suite, the container suite and the docstring
+# examples of DOCTESTS (run against a real container), in one pytest session
+# (random order, hard timeouts), then the example project.
 # PYTEST_ARGS adds pytest options, e.g. PYTEST_ARGS=--junitxml=reports/junit.xml.
 PYTEST_ARGS ?=
+DOCTESTS = src/earshot/testing/container.py
 test: lint image
-	@echo "==> tests: tests/ (local server process) and integration/ (container)"
-	$(PY) -m pytest tests integration $(PYTEST_ARGS)
+	@echo "==> tests: tests/ (local server process), integration/ (container), $(DOCTESTS) (doctest)"
+	$(PY) -m pytest tests integration $(DOCTESTS) --doctest-modules $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory example
 
 # examples/whisperlive-client, as another project uses earshot: the wheel and

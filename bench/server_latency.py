@@ -558,7 +558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = time.monotonic()
     try:
         print("# earshot server latency\n")
-        print(machine_description(flags, server.status()))
+        print(machine_description(flags, server.server_status()))
         asyncio.run(benchmark(server, clips, args))
     finally:
         server.stop()

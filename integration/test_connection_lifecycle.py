@@ -240,7 +240,7 @@ async def test_status_lists_a_streaming_session_then_drops_it(idle_server, jfk) 
         session_id = protocol.parse_server_message(await ws.recv()).data["session_id"]
         await ws.send(protocol.encode_audio(jfk[:SHORT]))
         status = await eventually_async(
-            lambda: asyncio.to_thread(idle_server.status),
+            lambda: asyncio.to_thread(idle_server.server_status),
             lambda s: any(x["audio_seconds"] >= 2.0 for x in s["sessions"]),
             description="the session's 2 s of audio in /status",
         )
@@ -281,7 +281,7 @@ async def test_error_mid_stream_surfaces_on_the_next_call(idle_server, client_fa
 def test_http_endpoints(server, device) -> None:
     assert server.get("/healthz") == (200, b"ok\n")
     assert server.get("/readyz") == (200, b"ready\n")
-    status = server.status()
+    status = server.server_status()
     assert {"version", "model", "device", "compute_type", "capacity", "sessions"} <= set(status)
     assert status["capacity"]["max_clients"] >= 1 and status["model"]
     if device is not None:

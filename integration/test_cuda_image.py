@@ -15,12 +15,10 @@ import asyncio
 import os
 
 import pytest
-from testcontainers.core.container import DockerContainer
 
 from earshot import audio
 from earshot.testing import wire
-from earshot.testing.container import LABEL, OWNER, WhisperLiveContainer
-from earshot.testing.waiting import wait_for_container_status
+from earshot.testing.container import LABEL, OWNER, ContainerNotReady, WhisperLiveContainer
 from earshot.testing.wer import wer
 
 JFK = "jfk.flac"
@@ -39,11 +37,10 @@ def test_cuda_without_a_gpu_exits_2_with_one_line(
     if command:
         server.with_command(command)
     try:
-        # testcontainers' own start: create and run, without WhisperLiveContainer's
-        # wait for /readyz (this server must never get ready).
-        DockerContainer.start(server)
+        # The readiness wait gives up as soon as the container exits.
+        with pytest.raises(ContainerNotReady, match="exited with 2"):
+            server.start()
         labels = server.get_wrapped_container().labels
-        wait_for_container_status(server, "exited", timeout=30)
         code, log = server.exit_code(), server.log_text()
     finally:
         server.remove()
@@ -58,7 +55,7 @@ def test_cuda_without_a_gpu_exits_2_with_one_line(
 def test_auto_serves_on_the_cpu_and_says_so(cuda_image: str) -> None:
     clip = audio.load_clip(JFK)
     with WhisperLiveContainer(cuda_image, device="auto") as server:
-        status = server.status()
+        status = server.server_status()
         transcript = asyncio.run(wire.stream(server.ws_url, clip, speed=None))
     assert (status["device"], status["compute_type"]) == ("cpu", "int8")
     assert transcript.final

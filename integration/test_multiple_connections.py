@@ -121,7 +121,7 @@ async def test_reconnection_with_new_session(idle_server, client_factory, jfk) -
     new = (client.session_id, client.server_session_id)
     assert new[0] != old[0] and new[1] != old[1]
     status = await eventually_async(
-        lambda: asyncio.to_thread(idle_server.status),
+        lambda: asyncio.to_thread(idle_server.server_status),
         lambda s: old[0] not in server_sessions(s) and new[0] in server_sessions(s),
         description=f"old session {old[0][:12]} gone and new {new[0][:12]} listed",
     )

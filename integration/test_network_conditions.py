@@ -89,7 +89,7 @@ async def test_bandwidth_below_the_audio_rate_lags_but_loses_nothing(
         lags: list[float] = []
 
         async def lag() -> float:
-            status = await asyncio.to_thread(srv.status)
+            status = await asyncio.to_thread(srv.server_status)
             heard = [s["audio_seconds"] for s in status["sessions"]
                      if s["uid"] == client.session_id]
             return client.audio_sent - (heard[0] if heard else 0.0)

@@ -41,7 +41,7 @@ class LoadTarget:
     def sessions(self) -> int | None:
         """Sessions the server reports open, or None where it has no /status."""
         try:
-            return len(self.server.own_sessions(self.server.status()))
+            return len(self.server.own_sessions(self.server.server_status()))
         except (RuntimeError, ValueError, KeyError, OSError):
             return None
 
@@ -57,10 +57,10 @@ def open_target(target: str | None, *, peer: bool = False, api_key: str | None =
     to run instead of the one built from this tree."""
     settings = dict(settings or {})
     if peer:
-        from earshot.testing.peer import PeerContainer, build_peer_image
+        from earshot.testing.peer import PeerContainer
 
         max_clients = int(settings.get("max_clients", 64))  # type: ignore[call-overload]
-        with PeerContainer(build_peer_image(), max_clients=max_clients) as server:
+        with PeerContainer.from_checkout(max_clients=max_clients) as server:
             yield LoadTarget("WhisperLive 0.10 (peer image)", server, "close", server)
     elif target:
         with open_server("url", url=target, api_key=api_key) as server:

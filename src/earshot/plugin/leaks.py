@@ -70,7 +70,8 @@ def _sources(request: pytest.FixtureRequest) -> dict[str, Callable[[], Any]]:
             offers = request.getfixturevalue("whisperlive_offers")
             if "status" in offers.offered:
                 server = request.getfixturevalue(name)  # on a shared one: this run's only
-                sources["sessions"] = lambda server=server: server.own_sessions(server.status())
+                sources["sessions"] = lambda server=server: server.own_sessions(
+                    server.server_status())
             break
     on_containers = request.config.getoption("earshot_target") == "container"
     if on_containers and any(name in request.fixturenames for name in CONTAINER_FIXTURES):

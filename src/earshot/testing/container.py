@@ -1,16 +1,25 @@
-"""The server in a container, started by Testcontainers.
+"""The server in a container: a Testcontainers module.
 
-``ServerContainer`` holds what every server container earshot starts shares
-(labels, the pinned loopback port, readiness with a deadline, removal, logs);
-the peer image's ``PeerContainer`` (earshot.testing.peer) is one too.
-``WhisperLiveContainer`` is a testcontainers ``DockerContainer`` for the image
-that ``Dockerfile.server`` builds (built or reused on demand). It publishes
-the server's port on 127.0.0.1 only, on a host port picked once when the
-object is made, and builds its URLs from that: tests never dial a bridge
-address, and a URL stays valid across stop/start, restart and kill/start
-(Docker would otherwise publish a new random port each time). Readiness is
-/readyz answering 200, polled with tenacity under a deadline; a container
-that does not get there fails with its state and last log lines.
+``ServerContainer`` is a testcontainers ``DockerContainer`` with what every
+server container earshot starts shares: the labels, the server's port
+published on 127.0.0.1 only, readiness through a testcontainers wait strategy
+under ``startup_timeout``, removal on exit, and logs in every readiness
+failure. ``WhisperLiveContainer`` runs the image that ``Dockerfile.server``
+builds; the peer image's ``PeerContainer`` (earshot.testing.peer) is one too.
+
+Making one has no side effects. What does (a Docker engine installed and
+started if none answers, testcontainers' reaper turned off where its image is
+absent, the image built) is an explicit step: ``ServerContainer.prepare()``,
+once per process, or ``WhisperLiveContainer.from_package()``, which prepares,
+builds or reuses the image and returns the container, not yet started.
+
+The host port is picked when the container is first created and stored: it
+stays the same across stop/start, restart and kill/start (Docker would publish
+a new random port at each start), so a URL stays valid, and ``ws_url`` and
+``http_url`` never ask Docker. Readiness is /readyz answering 200, awaited by
+testcontainers' ``HttpWaitStrategy``, which here also gives up as soon as the
+container exits; a container that does not get ready raises
+``ContainerNotReady`` with what was awaited, its state and last log lines.
 
 Fault helpers act on the running container: ``stop()`` (SIGTERM, the server
 drains) and ``start()`` again, ``restart()``, ``pause()``/``unpause()`` and
@@ -24,28 +33,35 @@ from __future__ import annotations
 import functools
 import os
 import socket
-from collections.abc import Callable, Collection, Mapping
-from typing import Any, TypeVar
+from collections.abc import Callable, Collection, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, Self, TypeVar
 
 import docker
 from docker.errors import NotFound
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
+from testcontainers.core.wait_strategies import HttpWaitStrategy
+from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 
 from earshot.testing.http import HttpEndpoints
-from earshot.testing.image import LABEL, ensure_image
+from earshot.testing.image import LABEL, ensure_engine, ensure_image
 from earshot.testing.targets import as_env
-from earshot.testing.waiting import WaitTimeout, eventually
 
 PORT = 9090
 # Which process made a container: a test session judges only its own, so two
 # sessions at once (xdist workers, two users) never count or remove each other's.
 OWNER = "org.earshot.owner"
+POLL_INTERVAL = 0.25  # seconds between readiness probes (testcontainers' default is 1 s)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 class ContainerNotReady(RuntimeError):
     """The server in the container did not become ready; the text says what was seen."""
+
+
+class ContainerExited(RuntimeError):
+    """The container exited while its readiness was awaited (no point waiting on)."""
 
 
 def free_port() -> int:
@@ -65,6 +81,48 @@ def ryuk_available() -> bool:
         return False
     finally:
         client.close()
+
+
+@functools.cache  # the engine and the reaper setting hold for the process's life
+def _prepare_docker() -> None:
+    ensure_engine()
+    if not ryuk_available():
+        # Without its image Ryuk cannot start; earshot's label sweep cleans up instead.
+        testcontainers_config.ryuk_disabled = True
+
+
+def raise_if_exited(container: WaitStrategyTarget) -> None:
+    """ContainerExited if Docker reports the container exited (or dead)."""
+    wrapped = container.get_wrapped_container()
+    wrapped.reload()
+    state = wrapped.attrs["State"]
+    if state["Status"] in ("exited", "dead"):
+        raise ContainerExited(f"exited with {state['ExitCode']}")
+
+
+class ReadyzWaitStrategy(HttpWaitStrategy):
+    """testcontainers' HTTP wait for ``GET /readyz`` answering 200, which also stops
+    as soon as the container exits (``HttpWaitStrategy`` alone would poll a dead
+    container until its deadline)."""
+
+    def __init__(self, port: int = PORT, path: str = "/readyz") -> None:
+        super().__init__(port, path)
+        self.with_poll_interval(POLL_INTERVAL)
+        self._target: WaitStrategyTarget | None = None
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        self._target = container
+        try:
+            super().wait_until_ready(container)
+        finally:
+            self._target = None
+
+    # The one hook HttpWaitStrategy calls before each request (testcontainers is
+    # pinned to 4.15.0 in pyproject, so this private name holds).
+    def _try_http_request(self, url: str, headers: dict[str, str], ssl_context: Any) -> bool:
+        if self._target is not None:
+            raise_if_exited(self._target)
+        return super()._try_http_request(url, headers, ssl_context)
 
 
 def releasing(method: F) -> F:
@@ -88,25 +146,76 @@ def releasing(method: F) -> F:
 class ServerContainer(DockerContainer, HttpEndpoints):
     """What every server container earshot starts shares: the labels, port 9090
     published on loopback on a host port pinned for the object's life, readiness
-    awaited under a deadline with the logs in the failure, removal on exit."""
+    by ``wait`` under ``startup_timeout`` with the logs in the failure, removal on
+    exit. Call ``prepare()`` once before the first start."""
 
     host = "127.0.0.1"  # the port is published on loopback only
     kind = "server"  # how failures name it
 
     def __init__(self, image: str, *, env: Mapping[str, str], api_key: str | None,
-                 startup_timeout: float, **docker_kwargs: Any) -> None:
-        if not ryuk_available():
-            # Without its image Ryuk cannot start; our own label sweep cleans up.
-            testcontainers_config.ryuk_disabled = True
-        super().__init__(image)
-        for name, value in env.items():
-            self.with_env(name, value)
+                 startup_timeout: float, wait: WaitStrategy, **docker_kwargs: Any) -> None:
+        super().__init__(image, env=dict(env))
         self.api_key = api_key
         self.startup_timeout = startup_timeout
-        # Loopback only, on a port fixed for this object's life (see the module's text).
-        self.port = free_port()
-        self.ports[f"{PORT}/tcp"] = ("127.0.0.1", self.port)
+        self._readiness = wait.with_startup_timeout(startup_timeout)
+        self.waiting_for(self._readiness)  # testcontainers' start() runs it
+        self._port: int | None = None  # picked at the first start (see the module's text)
         self.with_kwargs(labels={LABEL: "true", OWNER: str(os.getpid())}, **docker_kwargs)
+
+    @classmethod
+    def prepare(cls) -> None:
+        """Ready Docker for earshot's containers, once per process: an engine that
+        answers (installed and started where none does, as root on Debian), and
+        testcontainers' reaper (Ryuk) turned off, for the whole process, where its
+        image is absent (no registry to pull it from)."""
+        _prepare_docker()
+
+    # -- where it listens ----------------------------------------------------
+
+    @property
+    def port(self) -> int:  # type: ignore[override]
+        """The host port the server is published on (stored at the first start)."""
+        if self._port is None:
+            raise RuntimeError(f"the {self.kind} container is not started: no port yet")
+        return self._port
+
+    def _configure(self) -> None:
+        # testcontainers calls this before it creates the container.
+        if self._port is None:
+            self._port = free_port()
+        self.ports[f"{PORT}/tcp"] = (self.host, self._port)  # type: ignore[assignment]
+
+    def get_container_host_ip(self) -> str:
+        return self.host  # what the URLs use, whatever testcontainers' connection mode
+
+    def get_exposed_port(self, port: int) -> int:
+        """The host port of ``port``: the server's as stored, others as Docker says."""
+        if int(port) == PORT and self._port is not None:
+            return self._port
+        return super().get_exposed_port(port)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @releasing
+    def start(self) -> Self:
+        """Create and start the container, or start it again after stop(); return
+        once it is ready (ContainerNotReady, with its logs, if it does not get there)."""
+        with self._failing_with_logs():
+            if self._container is None:
+                super().start()  # testcontainers: create, start, run the wait strategy
+            else:
+                self._container.start()
+                self._await_ready()
+        return self
+
+    @releasing
+    def wait_ready(self) -> None:
+        """Await readiness again (after a restart, say), as start() does."""
+        with self._failing_with_logs():
+            self._await_ready()
+
+    def _await_ready(self) -> None:
+        self._readiness.wait_until_ready(self)
 
     def remove(self) -> None:
         """Remove the container whatever its state (what the context manager does)."""
@@ -121,26 +230,19 @@ class ServerContainer(DockerContainer, HttpEndpoints):
             raise RuntimeError("the container is not started")
         return self._container
 
-    def _wait_until_ready(self, check: Callable[[], str], ready: str, what: str) -> None:
-        """Poll ``check`` (a line on what it saw) until it starts with ``ready``, under
-        ``startup_timeout``; the container exiting or the deadline fails with its logs."""
-
-        def probe() -> str:
-            container = self._require()
-            container.reload()
-            state = container.attrs["State"]
-            if state["Status"] in ("exited", "dead"):
-                raise ContainerNotReady(self._report(f"exited with {state['ExitCode']}"))
-            return check()
-
+    @contextmanager
+    def _failing_with_logs(self) -> Iterator[None]:
+        """A readiness failure as ContainerNotReady: what was awaited, state and logs."""
         try:
-            eventually(probe, lambda seen: seen.startswith(ready),
-                       timeout=self.startup_timeout, max_interval=0.5, description=what)
-        except WaitTimeout as exc:
+            yield
+        except ContainerExited as exc:
             raise ContainerNotReady(self._report(str(exc))) from None
+        except TimeoutError as exc:
+            raise ContainerNotReady(self._report(f"was not ready in time: {exc}")) from None
 
     def _report(self, what: str) -> str:
         container = self._require()
+        container.reload()
         state = container.attrs.get("State", {})
         return (
             f"{self.kind} container {container.short_id} {what} "
@@ -149,10 +251,7 @@ class ServerContainer(DockerContainer, HttpEndpoints):
             f"{self.log_tail()}"
         )
 
-    # The server's /status, as on every target. This shadows testcontainers'
-    # ``status`` property (Docker's state, read only by its wait strategies,
-    # which these classes do not use); Docker's state is get_wrapped_container().status.
-    status = HttpEndpoints.status  # type: ignore[assignment]
+    # -- what it shows -------------------------------------------------------
 
     @releasing
     def log_text(self) -> str:
@@ -176,11 +275,35 @@ class ServerContainer(DockerContainer, HttpEndpoints):
 
 
 class WhisperLiveContainer(ServerContainer):
+    """earshot's server image in a container, ready when /readyz answers 200.
+
+    ``from_package()`` prepares Docker and builds (or reuses) the image from the
+    installed earshot; ``WhisperLiveContainer(image)`` runs a given tag, after
+    ``WhisperLiveContainer.prepare()``. ``status`` is Docker's state, as on every
+    testcontainers container; the server's /status is ``server_status()``.
+
+    Example:
+
+        .. doctest::
+
+            >>> from earshot.testing.container import WhisperLiveContainer
+
+            >>> with WhisperLiveContainer.from_package(max_clients=2) as server:
+            ...     server.ws_url
+            ...     server.get("/readyz")[0]
+            ...     server.server_status()["capacity"]["max_clients"]
+            ...     server.status
+            'ws://127.0.0.1:...'
+            200
+            2
+            'running'
+    """
+
     controllable = True
 
     def __init__(
         self,
-        image: str | None = None,
+        image: str,
         *,
         api_key: str | None = None,
         env: dict[str, str] | None = None,
@@ -189,24 +312,23 @@ class WhisperLiveContainer(ServerContainer):
         **settings: object,
     ) -> None:
         """``settings`` are server options by name (``max_clients=1``, ``device="cpu"``),
-        passed as the server's ``EARSHOT_*`` variables; ``env`` adds raw variables."""
+        passed as the server's ``EARSHOT_*`` variables; ``env`` adds raw variables;
+        ``gpu`` requests every GPU (run the CUDA image then)."""
         gpus = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
-        super().__init__(image or ensure_image("cuda" if gpu else "cpu"),
-                         env={**as_env({**settings, "api_key": api_key}), **(env or {})},
+        super().__init__(image, env={**as_env({**settings, "api_key": api_key}), **(env or {})},
                          api_key=api_key, startup_timeout=startup_timeout,
+                         wait=ReadyzWaitStrategy(),
                          **({"device_requests": gpus} if gpus else {}))
 
-    # -- lifecycle ---------------------------------------------------------
+    @classmethod
+    def from_package(cls, *, gpu: bool = False, **options: Any) -> WhisperLiveContainer:
+        """``prepare()``, then the container for the image built from the installed
+        earshot package (the CUDA image with ``gpu``), built now if its inputs
+        changed (minutes the first time); not started. ``options`` as for the class."""
+        cls.prepare()
+        return cls(ensure_image("cuda" if gpu else "cpu"), gpu=gpu, **options)
 
-    @releasing
-    def start(self) -> WhisperLiveContainer:
-        """Create and start the container, or start it again after stop()."""
-        if self._container is None:
-            super().start()
-        else:
-            self._container.start()
-        self.wait_ready()
-        return self
+    # -- faults --------------------------------------------------------------
 
     @releasing
     def stop(self, timeout: float = 10.0) -> int:  # type: ignore[override]
@@ -232,22 +354,7 @@ class WhisperLiveContainer(ServerContainer):
     def kill(self, signal: str = "SIGKILL") -> None:
         self._require().kill(signal=signal)
 
-    # -- readiness ---------------------------------------------------------
-
-    @releasing
-    def wait_ready(self) -> None:
-        """Poll /readyz until 200, under a deadline; fail with state and logs."""
-
-        def check() -> str:
-            try:
-                code, body = self.get("/readyz")
-            except OSError as exc:
-                return f"no answer ({exc})"
-            return f"/readyz {code} {body[:40]!r}"
-
-        self._wait_until_ready(check, "/readyz 200", "the container's /readyz to answer 200")
-
-    # -- access ------------------------------------------------------------
+    # -- access --------------------------------------------------------------
 
     @releasing
     def port_bindings(self) -> list[dict[str, str]]:

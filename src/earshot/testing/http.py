@@ -14,7 +14,10 @@ class ServerUnreachable(ConnectionError):
 
 
 class HttpEndpoints:
-    """URLs, ``get()`` and ``status()`` for a server reached at ``host``:``port``."""
+    """URLs, ``get()`` and ``server_status()`` for a server reached at ``host``:``port``.
+
+    (Not ``status``: on a container that name is testcontainers' Docker state.)
+    """
 
     host: str
     port: int | None
@@ -48,8 +51,8 @@ class HttpEndpoints:
         except urllib.error.URLError as exc:
             raise ServerUnreachable(f"GET {path} failed: {exc.reason}") from exc
 
-    def status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
-        """/status as a dict."""
+    def server_status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+        """The server's /status as a dict."""
         code, body = self.get("/status", headers)
         if code != 200:
             raise RuntimeError(f"/status answered {code}: {body[:200]!r}")

@@ -8,9 +8,11 @@ and, where pip's configured find-links hold one, a CPU torch wheel (else the
 image gets the registry's torch, which is the CUDA build and several GB).
 
 ``PeerContainer`` is a testcontainers ``DockerContainer`` for that image, published
-on 127.0.0.1 like ``WhisperLiveContainer``. WhisperLive has no readiness endpoint:
-the container is ready when a WebSocket handshake to its port succeeds (its model
-loads only when the first session's config arrives, before that SERVER_READY).
+on 127.0.0.1 like ``WhisperLiveContainer``; ``PeerContainer.from_checkout()``
+prepares Docker and builds (or reuses) the image. WhisperLive has no readiness
+endpoint: the container is ready when a WebSocket handshake to its port succeeds
+(``HandshakeWaitStrategy``; its model loads only when the first session's config
+arrives, before that SERVER_READY).
 
     python -m earshot.testing.peer      # prints the tag, building if needed
 """
@@ -24,12 +26,21 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from testcontainers.core.waiting_utils import WaitStrategy, WaitStrategyTarget
 from websockets.exceptions import WebSocketException
 from websockets.sync.client import connect
 
-from earshot.testing.container import ServerContainer, releasing
+from earshot.testing.container import (
+    POLL_INTERVAL,
+    PORT,
+    ContainerExited,
+    ServerContainer,
+    raise_if_exited,
+)
 from earshot.testing.image import (
     LABEL,
     ROOT,
@@ -118,17 +129,51 @@ def build_peer_image() -> str:
     return tag
 
 
+class HandshakeWaitStrategy(WaitStrategy):
+    """A testcontainers wait until a WebSocket handshake with the container succeeds,
+    stopping as soon as the container exits. (A TCP connect is not enough: until the
+    server listens, Docker's proxy accepts connections and drops them.)"""
+
+    def __init__(self, port: int = PORT, headers: Mapping[str, str] | None = None) -> None:
+        super().__init__()
+        self.with_poll_interval(POLL_INTERVAL)
+        self._port = port
+        self._headers = dict(headers or {})
+
+    def wait_until_ready(self, container: WaitStrategyTarget) -> None:
+        url = f"ws://{container.get_container_host_ip()}:{container.get_exposed_port(self._port)}"
+        last = "no attempt"
+
+        def settled() -> bool:  # ready, or exited (raised below)
+            nonlocal last
+            try:
+                raise_if_exited(container)
+                with connect(url, open_timeout=2, close_timeout=1,
+                             additional_headers=self._headers):
+                    return True
+            except ContainerExited:
+                return True
+            except (OSError, TimeoutError, WebSocketException) as exc:
+                last = f"{type(exc).__name__}: {exc}"
+                return False
+
+        if not self._poll(settled):
+            raise TimeoutError(f"no WebSocket handshake with {url} within "
+                               f"{self._startup_timeout:g} s (last: {last})")
+        raise_if_exited(container)
+
+
 class PeerContainer(ServerContainer):
     """WhisperLive 0.10's server in a container, removed on exit from ``with``."""
 
     controllable = False  # no fault helpers; start it, use it, remove it
     kind = "peer"
-    # WhisperLive serves no /status: the inherited status() raises, saying what
-    # the port answered, as on every target without one.
+    # WhisperLive serves no /status: the inherited server_status() raises, saying
+    # what the port answered, as on every target without one.
 
     def __init__(
         self,
-        image: str | None = None,
+        image: str,
         *,
         max_clients: int = 4,
         max_connection_time: float = 600,
@@ -142,29 +187,17 @@ class PeerContainer(ServerContainer):
                     "API_KEY": api_key}
         variables = {f"WHISPERLIVE_{name}": str(value) for name, value in settings.items()
                      if value is not None}
-        super().__init__(image or build_peer_image(), env={**variables, **(env or {})},
-                         api_key=api_key, startup_timeout=startup_timeout)
+        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        super().__init__(image, env={**variables, **(env or {})}, api_key=api_key,
+                         startup_timeout=startup_timeout,
+                         wait=HandshakeWaitStrategy(PORT, headers))
 
-    @releasing
-    def start(self) -> PeerContainer:
-        super().start()
-        self.wait_ready()
-        return self
-
-    @releasing
-    def wait_ready(self) -> None:
-        """Until a WebSocket handshake succeeds, under a deadline; fail with the logs."""
-
-        def check() -> str:
-            try:
-                with connect(self.ws_url, open_timeout=2, close_timeout=1,
-                             additional_headers=self.auth_headers()):
-                    return "handshake ok"
-            except (OSError, TimeoutError, WebSocketException) as exc:
-                # Until the server listens, Docker's proxy accepts and drops connections.
-                return f"no handshake ({type(exc).__name__}: {exc})"
-
-        self._wait_until_ready(check, "handshake ok", "a WebSocket handshake with the peer")
+    @classmethod
+    def from_checkout(cls, **options: Any) -> PeerContainer:
+        """``prepare()``, then the container for the peer image, built now if its
+        inputs changed (minutes the first time); not started."""
+        cls.prepare()
+        return cls(build_peer_image(), **options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,7 @@
 """The server a suite runs against: a container, a local process, or a URL.
 
 All three answer the same questions (``ws_url``, ``http_url``, ``host``,
-``port``, ``api_key``, ``get()``, ``status()``, ``log_text()``);
+``port``, ``api_key``, ``get()``, ``server_status()``, ``log_text()``);
 ``controllable`` says whether a test may stop, restart, pause or kill it (not
 a deployment behind a URL).
 
@@ -94,8 +94,13 @@ def open_target(
     elif kind == "container":
         from earshot.testing.container import WhisperLiveContainer
 
-        with WhisperLiveContainer(image, api_key=api_key, gpu=settings.get("device") == "cuda",
-                                  **settings) as server:
+        gpu = settings.get("device") == "cuda"
+        if image is None:  # the image of the installed package, built or reused now
+            container = WhisperLiveContainer.from_package(gpu=gpu, api_key=api_key, **settings)
+        else:
+            WhisperLiveContainer.prepare()
+            container = WhisperLiveContainer(image, gpu=gpu, api_key=api_key, **settings)
+        with container as server:
             yield server
     else:
         raise ValueError(f"unknown target {kind!r}; use {', '.join(TARGETS)}")

@@ -156,7 +156,7 @@ def wait_for_sessions(
 ) -> dict[str, Any]:
     """Until the server's /status lists exactly ``count`` sessions: of ``uids`` if
     given, else of this run's own on a shared server (a deployment), else all."""
-    return eventually(lambda: server.status(headers), _sessions_match(server, count, uids),
+    return eventually(lambda: server.server_status(headers), _sessions_match(server, count, uids),
                       timeout=timeout, description=_sessions_what(server, count, uids))
 
 
@@ -165,7 +165,7 @@ async def wait_for_sessions_async(
     *, uids: set[str] | None = None,
 ) -> dict[str, Any]:
     """``wait_for_sessions`` inside an event loop (each /status call on a thread)."""
-    return await eventually_async(lambda: asyncio.to_thread(server.status, headers),
+    return await eventually_async(lambda: asyncio.to_thread(server.server_status, headers),
                                   _sessions_match(server, count, uids), timeout=timeout,
                                   description=_sessions_what(server, count, uids))
 

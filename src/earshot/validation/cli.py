@@ -78,20 +78,19 @@ def open_target(args: argparse.Namespace) -> Iterator[Target]:
         yield Target(server, f"{args.target} (a deployment)",
                      ["--earshot-target", "url", "--earshot-url", args.target, *key], None)
     elif args.peer:
-        from earshot.testing.peer import PeerContainer, build_peer_image
+        from earshot.testing.peer import PeerContainer
 
         # As many sessions as the suite's shared server allows (earshot/plugin/server.py).
-        with PeerContainer(build_peer_image(), max_clients=16) as server:
+        with PeerContainer.from_checkout(max_clients=16) as server:
             yield Target(server, "upstream WhisperLive 0.10 (peer image, its own container)",
                          ["--earshot-target", "url", "--earshot-url", server.ws_url],
                          server.get_wrapped_container().id)
     else:
         from earshot.testing.container import WhisperLiveContainer
-        from earshot.testing.image import ensure_image
 
         gpu = args.device == "cuda"
-        with WhisperLiveContainer(ensure_image(args.device), api_key=args.api_key, gpu=gpu,
-                                  device=args.device if gpu else None) as server:
+        with WhisperLiveContainer.from_package(gpu=gpu, api_key=args.api_key,
+                                               device=args.device if gpu else None) as server:
             yield Target(server, f"earshot's {args.device} image (each suite test on its own "
                                  "target as under make integration)",
                          ["--earshot-target", "container", "--earshot-device", args.device,
@@ -102,7 +101,7 @@ def open_target(args: argparse.Namespace) -> Iterator[Target]:
 def server_words(target: Target, offers: Offers) -> str:
     if "status" in offers.offered:
         try:
-            status = target.server.status()
+            status = target.server.server_status()
             return (f"{target.label}; model {status.get('model')} on {status.get('device')} "
                     f"({status.get('compute_type')}), version {status.get('version')}")
         except Exception as exc:  # the report still says what the target is
