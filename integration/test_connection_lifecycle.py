@@ -25,7 +25,7 @@ from earshot.client import (
     ConnectionState,
     ServerRejected,
 )
-from earshot.client.core import PROCESS_PREFIX
+from earshot.client.ids import PROCESS_PREFIX
 from earshot.testing import wire
 from earshot.testing.proxy import Timeout
 from earshot.testing.waiting import (

@@ -6,7 +6,7 @@ import itertools
 
 import pytest
 
-from earshot.client.core import new_id
+from earshot.client.ids import new_id
 from earshot.client.state import (
     TRANSITIONS,
     ConnectionState,

@@ -19,26 +19,21 @@ import contextlib
 import inspect
 import logging
 import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-from websockets.asyncio.client import ClientConnection as WebSocket
-from websockets.asyncio.client import connect as ws_connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from earshot import audio
 from earshot.client.errors import (
     ClientClosed,
     ClientError,
-    ConnectError,
     ConnectionLost,
-    ServerBusy,
-    ServerRejected,
     TranscriptTimeout,
 )
+from earshot.client.ids import new_id
+from earshot.client.link import Link
 from earshot.client.reconnect import ReconnectPolicy
 from earshot.client.registry import Registry
 from earshot.client.resume import ResumeBuffer
@@ -48,7 +43,6 @@ from earshot.protocol import (
     AudioFormat,
     ClientConfig,
     ClientConnection,
-    ProtocolError,
     Segment,
     ServerEvent,
     Transcript,
@@ -56,14 +50,6 @@ from earshot.protocol import (
 
 log = logging.getLogger("earshot.client")
 S = ConnectionState
-_ids = iter(range(1, 1 << 62))  # with uuid4: unique even within one microsecond
-# Every id this process makes starts with the same random prefix, so a test run
-# on a shared server can tell its own sessions (by uid) from other users'.
-PROCESS_PREFIX = uuid.uuid4().hex[:12]
-
-
-def new_id() -> str:
-    return f"{PROCESS_PREFIX}{uuid.uuid4().hex[:12]}{next(_ids):08x}"
 
 
 class AsyncTranscriptionClient:
@@ -108,12 +94,8 @@ class AsyncTranscriptionClient:
         self._machine = StateMachine()
         if on_state is not None:
             self._machine.add_listener(on_state)
-        self._ws: WebSocket | None = None
-        self._protocol: ClientConnection | None = None  # the current session's side of it
-        self._receiver: asyncio.Task[None] | None = None
+        self._link: Link | None = None  # the current session's connection
         self._connecting: asyncio.Task[Any] | None = None
-        self._ready: asyncio.Future[None] | None = None
-        self._final = asyncio.Event()
         self._resume = ResumeBuffer()  # audio not yet covered by completed segments
         self._closed = False
         self._closed_event = asyncio.Event()  # wakes backoffs and throttle delays at close()
@@ -138,6 +120,11 @@ class AsyncTranscriptionClient:
 
     async def wait_for_state(self, state: ConnectionState, timeout: float = 10.0) -> None:
         await self._machine.wait_for(state, timeout)
+
+    @property
+    def audio_sent(self) -> float:
+        """Seconds of stream audio sent so far (after a resume: counted from the replay)."""
+        return self._resume.end
 
     @property
     def closed(self) -> bool:
@@ -212,8 +199,6 @@ class AsyncTranscriptionClient:
         self._throttle.started()
         self._loop = asyncio.get_running_loop()
         self.session_id = new_id()
-        self._protocol = ClientConnection(self.session_id, self.transcript)
-        self._final = asyncio.Event()
         self._machine.move(S.CONNECTING, f"session {self.session_id}")
         self._connecting = asyncio.current_task()
         try:
@@ -228,53 +213,19 @@ class AsyncTranscriptionClient:
             self._connecting = None
 
     async def _open(self) -> None:
-        try:
-            ws = await ws_connect(
-                self.url, additional_headers=self._headers, open_timeout=self.open_timeout,
-                close_timeout=self.close_timeout, max_size=None,
-            )
-        except (OSError, InvalidHandshake, TimeoutError) as exc:
-            raise ConnectError(f"cannot connect to {self.url}: {exc}") from exc
-        self._ws = ws
-        protocol = self._protocol
-        assert protocol is not None  # made with the session id, before the socket
-        self._machine.move(S.CONNECTED, "socket open")
-        self._ready = asyncio.get_running_loop().create_future()
-        self._receiver = asyncio.create_task(
-            self._receive(ws, protocol), name=f"earshot-rx-{self.session_id}"
+        protocol = ClientConnection(self.session_id or "", self.transcript)
+        self._link = link = await Link.open(
+            self.url, protocol, headers=self._headers, open_timeout=self.open_timeout,
+            close_timeout=self.close_timeout, handle=self._handle,
+            on_malformed=self._malformed, on_gone=self._socket_gone,
         )
-        config = ClientConfig(uid=protocol.uid, **self._config)
-        try:
-            await ws.send(protocol.send_config(config))
-        except ConnectionClosed:  # typed, so that a reconnect policy retries it
-            raise self._lost_or(ConnectionLost("connection closed while sending the config")
-                                ) from None
-        try:
-            async with asyncio.timeout(self.open_timeout):
-                await asyncio.shield(self._ready)
-        except TimeoutError:
-            raise ConnectError(
-                f"no SERVER_READY within {self.open_timeout:g} s from {self.url}"
-            ) from None
+        self._machine.move(S.CONNECTED, "socket open")
+        await link.start(ClientConfig(uid=protocol.uid, **self._config), self.open_timeout,
+                         self.url)
 
     # -- receiving ----------------------------------------------------------
 
-    async def _receive(self, ws: WebSocket, protocol: ClientConnection) -> None:
-        """Handle every server message until the socket closes."""
-        try:
-            async for frame in ws:
-                try:
-                    await self._handle(protocol.receive(frame))
-                except (ProtocolError, ValueError, TypeError, KeyError) as exc:
-                    self.malformed_messages += 1
-                    log.warning("malformed server message ignored: %s", exc)
-        except ConnectionClosed:
-            pass
-        finally:
-            protocol.closed(ws.close_code, ws.close_reason or "")
-            self._socket_gone(ws, protocol)
-
-    async def _handle(self, event: ServerEvent) -> None:
+    async def _handle(self, link: Link, event: ServerEvent) -> None:
         """Act on what the protocol says a server message meant."""
         kind, data = event.kind, event.message.data
         if kind == "ready":
@@ -282,8 +233,8 @@ class AsyncTranscriptionClient:
                 return  # close() won the race; the session is being torn down
             self.server_session_id = data.get("session_id")
             self._machine.move(S.READY, "SERVER_READY")
-            if self._ready is not None and not self._ready.done():
-                self._ready.set_result(None)
+            if not link.ready.done():
+                link.ready.set_result(None)
         elif kind == "language":
             self.language = data.get("language")
             self.language_probability = data.get("language_prob")
@@ -292,7 +243,10 @@ class AsyncTranscriptionClient:
             await self._call(self._on_segments)
         elif kind == "end":
             self.final_at = time.monotonic()
-            self._final.set()
+
+    def _malformed(self, exc: Exception) -> None:
+        self.malformed_messages += 1
+        log.warning("malformed server message ignored: %s", exc)
 
     async def _call(self, callback: Callable[[AsyncTranscriptionClient], Any] | None) -> None:
         if callback is None:
@@ -304,42 +258,30 @@ class AsyncTranscriptionClient:
         except Exception:  # a callback's bug must not kill the receive loop
             log.exception("on_segments callback failed")
 
-    def _socket_gone(self, ws: WebSocket, protocol: ClientConnection) -> None:
+    def _socket_gone(self, link: Link) -> None:
         """The receive loop ended: the socket is closed, by either side."""
-        if self._ready is not None and not self._ready.done():
-            self._ready.set_exception(_ended_error(protocol, ws.close_code))
-            self._ready.exception()  # retrieved here; connect() re-raises it
         if self.state in (S.CONNECTED, S.READY):
-            self._machine.move(S.DISCONNECTED, f"closed by server ({ws.close_code})")
+            self._machine.move(S.DISCONNECTED, f"closed by server ({link.ws.close_code})")
 
     # -- sending ------------------------------------------------------------
 
     async def send_audio(self, samples: np.ndarray) -> None:
         """Send 16 kHz mono float32 samples; raises ConnectionLost if the session died."""
-        ws = self._ws
-        if self.state is not S.READY or ws is None:
+        link = self._link
+        if self.state is not S.READY or link is None:
             raise self._lost_or(ClientError(f"cannot send audio in state {self.state.name}"))
         samples = np.asarray(samples, dtype=np.float32)
         try:
-            await ws.send(self._protocol_for(ws).send_audio(samples))
-        except ConnectionClosed:
-            raise self._lost_or(ConnectionLost("connection closed while sending")) from None
+            await link.send_audio(samples)
+        except ConnectionLost as exc:
+            raise self._lost_or(exc) from None
         self._resume.add(samples)
-
-    def _protocol_for(self, ws: WebSocket) -> ClientConnection:
-        """The session's protocol, when it still takes frames from this side; else
-        the error of what the server said (its close follows)."""
-        protocol = self._protocol
-        assert protocol is not None  # set whenever there is a socket
-        if protocol.refusal is not None:
-            raise _ended_error(protocol, ws.close_code)
-        return protocol
 
     def _lost_or(self, default: ClientError) -> ClientError:
         """Why the session is unusable: what the server said, a close, or ``default``."""
-        ws, protocol = self._ws, self._protocol
-        if ws is not None and protocol is not None and ws.close_code is not None:
-            return _ended_error(protocol, ws.close_code)
+        link = self._link
+        if link is not None and link.ws.close_code is not None:
+            return link.error() or default
         if self._closed:
             return ClientClosed("the client was closed during the session")
         return default
@@ -410,33 +352,26 @@ class AsyncTranscriptionClient:
                 await self._reconnect_or_raise(exc)
 
     async def _finish_once(self, remaining: float, timeout: float) -> list[Segment]:
-        ws = self._ws
-        if self.state is not S.READY or ws is None:
+        link = self._link
+        if self.state is not S.READY or link is None:
             raise self._lost_or(ClientError(f"finish() in state {self.state.name}"))
         try:
-            await ws.send(self._protocol_for(ws).send_end_of_audio())
-            self.end_of_audio_at = time.monotonic()
-        except ConnectionClosed:
-            raise self._lost_or(ConnectionLost("connection closed before END_OF_AUDIO")) from None
-        waiters: list[asyncio.Future[Any]] = [asyncio.ensure_future(self._final.wait())]
-        if self._receiver is not None:
-            waiters.append(self._receiver)  # ends if the connection does
+            await link.send_end_of_audio()
+        except ConnectionLost as exc:
+            raise self._lost_or(exc) from None
+        self.end_of_audio_at = time.monotonic()
         try:
-            async with asyncio.timeout(remaining):
-                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+            final = await link.final_or_gone(remaining)
         except TimeoutError:
             raise TranscriptTimeout(
                 f"no final transcript within {timeout:g} s (state {self.state.name}, "
                 f"{len(self.transcript.completed)} completed segments, "
                 f"partial {self.partial.text if self.partial else None!r})"
             ) from None
-        finally:
-            waiters[0].cancel()
-        if not self._final.is_set():
+        if not final:
             raise self._lost_or(ConnectionLost("the connection ended before the final transcript"))
         # The server closes (1000) right after END_OF_TRANSCRIPT; let it, briefly.
-        if self._receiver is not None:
-            await asyncio.wait([self._receiver], timeout=self.close_timeout)
+        await asyncio.wait([link.receiver], timeout=self.close_timeout)
         await self._teardown("transcript complete")
         return self.transcript.completed
 
@@ -466,45 +401,13 @@ class AsyncTranscriptionClient:
     async def _drop(self, reason: str, timeout: float | None = None) -> None:
         """Close the socket, end the receive task, land in DISCONNECTED."""
         timeout = self.close_timeout if timeout is None else timeout
-        ws, self._ws = self._ws, None
-        receiver, self._receiver = self._receiver, None
-        if ws is not None:
-            try:
-                async with asyncio.timeout(timeout):
-                    await ws.close()
-            except TimeoutError:
-                ws.transport.abort()  # type: ignore[attr-defined]
-        if receiver is not None and receiver is not asyncio.current_task():
-            done, _ = await asyncio.wait([receiver], timeout=timeout)
-            if not done:
-                receiver.cancel()
-                await asyncio.wait([receiver], timeout=timeout)
-        if self._ready is not None and not self._ready.done():
-            self._ready.cancel()
+        link, self._link = self._link, None
+        if link is not None:
+            await link.close(timeout)
         if self.state is not S.DISCONNECTED:
             if self.state in (S.CONNECTED, S.READY):
                 self._machine.move(S.CLOSING, reason)
             self._machine.move(S.DISCONNECTED, reason)
-
-
-def _ended_error(protocol: ClientConnection, close_code: int | None) -> ClientError:
-    """Why the server ended a session: what it said before closing, or just the close."""
-    refusal = protocol.refusal
-    if refusal is None:
-        return ConnectionLost("the server closed the connection", close_code)
-    said = refusal.data.get("message")
-    if refusal.kind == "wait":
-        return ServerBusy(_minutes(said))
-    if refusal.kind == "error":
-        return ServerRejected(str(said), close_code)
-    return ConnectionLost("the server ended the session (DISCONNECT)", close_code)
-
-
-def _minutes(value: Any) -> float:
-    try:
-        return float(value or 0)
-    except (TypeError, ValueError):
-        return 0.0
 
 
 async def _aiter(items: Any) -> Any:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+from earshot.protocol import ClientConnection
+
 
 class ClientError(Exception):
     """Base of every error the client raises on purpose."""
@@ -55,3 +59,24 @@ class TranscriptTimeout(ClientError, TimeoutError):
 
 class ThreadLeak(ClientError):
     """The synchronous client's event-loop thread would not stop in time."""
+
+
+def ended_error(protocol: ClientConnection, close_code: int | None) -> ClientError:
+    """Why the server ended a session: what it said before closing (WAIT, ERROR,
+    DISCONNECT), or just the close."""
+    refusal = protocol.refusal
+    if refusal is None:
+        return ConnectionLost("the server closed the connection", close_code)
+    said = refusal.data.get("message")
+    if refusal.kind == "wait":
+        return ServerBusy(_minutes(said))
+    if refusal.kind == "error":
+        return ServerRejected(str(said), close_code)
+    return ConnectionLost("the server ended the session (DISCONNECT)", close_code)
+
+
+def _minutes(value: Any) -> float:
+    try:
+        return float(value or 0)
+    except (TypeError, ValueError):
+        return 0.0

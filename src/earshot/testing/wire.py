@@ -21,7 +21,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from earshot import audio
-from earshot.client.core import PROCESS_PREFIX, new_id
+from earshot.client.ids import PROCESS_PREFIX, new_id
 from earshot.protocol import (
     AudioFormat,
     ClientConnection,
