@@ -237,3 +237,54 @@ def test_client_fed_by_the_server_agrees_on_transcript_and_ending(
     assert seen.ending is ending
     assert client.transcript.completed == Transcript.fold(sent).completed
     assert client.final == (ending is Ending.COMPLETE)
+
+
+# -- the ordering rules, one by one -------------------------------------------------------
+
+
+def _streaming_pair() -> tuple[ServerConnection, ClientConnection]:
+    server, client = ServerConnection(), ClientConnection(UID, clock=lambda: 0.0)
+    server.receive(client.send_config(ClientConfig(uid=UID)))
+    client.receive(server.accept("s-1"))
+    return server, client
+
+
+def test_the_client_refuses_server_messages_out_of_order() -> None:
+    client = ClientConnection(UID)
+    with pytest.raises(ProtocolError, match="in state IDLE"):
+        client.receive(protocol.server_ready(UID, "s"))
+    client.send_config(ClientConfig(uid=UID))
+    for early in (protocol.segments(UID, []), protocol.end_of_transcript(UID),
+                  protocol.disconnect(UID)):
+        with pytest.raises(ProtocolError, match="AWAITING_READY"):
+            client.receive(early)
+    client.receive(protocol.server_ready(UID, "s"))
+    for wrong in (protocol.server_ready(UID, "s"), protocol.wait(UID, 1),
+                  protocol.end_of_transcript(UID)):  # END_OF_TRANSCRIPT before END_OF_AUDIO
+        with pytest.raises(ProtocolError, match="STREAMING"):
+            client.receive(wrong)
+    client.send_end_of_audio()
+    client.receive(protocol.end_of_transcript(UID))
+    with pytest.raises(ProtocolError, match="FINAL"):
+        client.receive(protocol.segments(UID, []))
+    with pytest.raises(InvalidState):
+        client.send_audio(np.zeros(16, np.float32))
+
+
+def test_the_server_refuses_client_frames_and_its_own_steps_out_of_order() -> None:
+    server, client = _streaming_pair()
+    with pytest.raises(InvalidState):
+        server.accept("again")
+    with pytest.raises(InvalidState, match="COMPLETE"):
+        server.end(Ending.COMPLETE)  # no END_OF_AUDIO yet
+    with pytest.raises(ProtocolError, match="text frame"):
+        server.receive("hello")
+    assert isinstance(server.receive(client.send_end_of_audio()), protocol.AudioEnded)
+    with pytest.raises(ProtocolError, match="after END_OF_AUDIO"):
+        server.receive(b"\0\0\0\0")
+    assert server.language("en", 0.9) is not None and server.language("en", 0.9) is None
+    outcome = server.end(Ending.COMPLETE)
+    assert outcome is not None and outcome.close_code == CloseCode.NORMAL
+    assert [json.loads(f)["message"] for f in outcome.frames] == [protocol.END_OF_TRANSCRIPT]
+    with pytest.raises(InvalidState):
+        server.segments([])
