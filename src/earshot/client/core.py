@@ -2,8 +2,9 @@
 
 One instance is one client (a stable ``client_id``) that may open several
 connections over its life, each a new session with a fresh ``session_id``
-(sent as the protocol's ``uid``). It owns everything it opens: the socket and
-its receive task. ``close()`` is idempotent, bounds every wait, and always
+(sent as the protocol's ``uid``). Each connection is a :class:`~.link.Link`
+(the socket, its receive task and the protocol's side of it), owned by the
+client and closed by it. ``close()`` is idempotent, bounds every wait, and always
 ends in DISCONNECTED, whatever state it starts from and whoever calls it
 (a callback of this client included). Nothing is left to garbage collection.
 
