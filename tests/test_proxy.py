@@ -440,8 +440,10 @@ class FakeLink:
     def __init__(self) -> None:
         self.random = random.Random(1)
         self.removed = asyncio.Event()
+        self.holding = asyncio.Event()  # a toxic waits for its removal
 
     async def until_removed(self, toxic: Toxic) -> None:
+        self.holding.set()
         await self.removed.wait()
 
 
@@ -512,8 +514,7 @@ async def test_a_holding_toxic_passes_nothing_until_removed(toxic) -> None:
 
     holding = asyncio.create_task(toxic.pass_on(chunk, link, collect))
     try:
-        for _ in range(20):  # loop turns, not time: nothing but the removal may free it
-            await asyncio.sleep(0)
+        await asyncio.wait_for(link.holding.wait(), 5)  # it reached its hold, chunk in hand
         assert not out and not holding.done()
         link.removed.set()
         await asyncio.wait_for(holding, 5)
