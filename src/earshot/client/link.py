@@ -19,8 +19,15 @@ from websockets.asyncio.client import ClientConnection as WebSocket
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
+from earshot.aio import until_either
 from earshot.client.errors import ClientError, ConnectError, ConnectionLost, ended_error
-from earshot.protocol import ClientConfig, ClientConnection, ProtocolError, ServerEvent
+from earshot.protocol import (
+    ClientConfig,
+    ClientConnection,
+    InvalidState,
+    ProtocolError,
+    ServerEvent,
+)
 
 Handler = Callable[["Link", ServerEvent], Awaitable[None]]
 
@@ -91,13 +98,9 @@ class Link:
     async def final_or_gone(self, timeout: float) -> bool:
         """Until the final transcript or the end of the connection (TimeoutError
         after ``timeout``); True for the final transcript."""
-        final = asyncio.ensure_future(self._final.wait())
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.wait([final, self.receiver], return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            final.cancel()
-            await asyncio.gather(final, return_exceptions=True)
+        await until_either(self._final.wait(), self.receiver, timeout)
+        if not self.final and not self.receiver.done():
+            raise TimeoutError(f"neither the final transcript nor the close within {timeout:g} s")
         return self.final
 
     # -- sending ------------------------------------------------------------
@@ -112,17 +115,20 @@ class Link:
             raise ConnectError(f"no SERVER_READY within {timeout:g} s from {url}") from None
 
     async def send_audio(self, samples: np.ndarray) -> None:
-        self._still_taken()
-        await self._send(self.protocol.send_audio(samples), "while sending")
+        await self._send(self._frame(lambda: self.protocol.send_audio(samples)), "while sending")
 
     async def send_end_of_audio(self) -> None:
-        self._still_taken()
-        await self._send(self.protocol.send_end_of_audio(), "before END_OF_AUDIO")
+        await self._send(self._frame(self.protocol.send_end_of_audio), "before END_OF_AUDIO")
 
-    def _still_taken(self) -> None:
-        """Raise what the server said if it ended the session (its close follows)."""
-        if self.protocol.refusal is not None:
-            raise ended_error(self.protocol, self.ws.close_code)
+    def _frame(self, make: Callable[[], bytes]) -> bytes:
+        """The frame the protocol makes; once the server ended the session (its close
+        follows), what it said instead of the protocol's InvalidState."""
+        try:
+            return make()
+        except InvalidState:
+            if self.protocol.refusal is None:
+                raise
+            raise ended_error(self.protocol, self.ws.close_code) from None
 
     async def _send(self, frame: str | bytes, when: str) -> None:
         try:

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from websockets.asyncio.server import ServerConnection as WebSocket
 from websockets.exceptions import ConnectionClosed, ConnectionClosedOK
 
+from earshot.aio import until_either
 from earshot.protocol import Ending, Outcome, ProtocolError, ServerConnection
 from earshot.server.session import Session
 
@@ -122,7 +123,8 @@ async def _run(server: Server, ws: WebSocket, session: Session) -> Outcome:
             bound = server.config.drain_timeout / 2
             if not going:
                 bound = max(bound, deadline - loop.time())
-            await _flushed(session, sender, bound)
+            # until the outbox is empty, the sender has died (the socket closed) or the bound
+            await until_either(session.outbox.flushed(), sender, bound)
             with contextlib.suppress(ConnectionClosed):
                 await ws.close(outcome.close_code, outcome.reason)
         return outcome
@@ -131,17 +133,6 @@ async def _run(server: Server, ws: WebSocket, session: Session) -> Outcome:
         for task in (reader, sender):
             task.cancel()
         await asyncio.gather(reader, sender, return_exceptions=True)
-
-
-async def _flushed(session: Session, sender: asyncio.Task[None], timeout: float) -> None:
-    """Until the outbox is empty, the sender has died (the socket closed) or ``timeout``."""
-    flushed = asyncio.ensure_future(session.outbox.flushed())
-    try:
-        await asyncio.wait([flushed, sender], timeout=timeout,
-                           return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        flushed.cancel()
-        await asyncio.gather(flushed, return_exceptions=True)
 
 
 def _time_up(session: Session) -> None:

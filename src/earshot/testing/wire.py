@@ -54,7 +54,6 @@ class Exchange:
 
     messages: list[tuple[float, ServerMessage]] = field(default_factory=list)
     violations: list[str] = field(default_factory=list)  # replies the protocol refused
-    accepted: bool = False  # the server answered the config with SERVER_READY
     first_audio_at: float | None = None
     end_of_audio_at: float | None = None
     close_code: int | None = None
@@ -69,6 +68,11 @@ class Exchange:
             if m.kind == kind and (not nonempty or any(s.text.strip() for s in m.segments)):
                 return at
         return None
+
+    @property
+    def accepted(self) -> bool:
+        """The server answered the config with SERVER_READY (one the protocol took)."""
+        return bool(self.of_kind("ready"))
 
     @property
     def session_id(self) -> str | None:
@@ -164,8 +168,7 @@ async def stream(
     ) as ws:
         await ws.send(connection.send_config(cfg))
         record(exchange, connection, await ws.recv())
-        exchange.accepted = connection.state is ClientState.STREAMING
-        if not exchange.accepted:
+        if connection.state is not ClientState.STREAMING:
             await ws.wait_closed()
         else:
             receiver = asyncio.create_task(receive_all(ws, exchange, connection))
