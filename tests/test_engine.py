@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from earshot import audio
-from earshot.server import engine
+from earshot.server import decoding, engine
 from earshot.server.window import MAX_WINDOW_SECONDS, WindowSegment
 from earshot.testing.wer import wer
 
@@ -14,17 +14,17 @@ TS = 1000  # a made-up first timestamp token id
 
 def test_split_closed_spans_and_open_tail() -> None:
     tokens = [TS + 0, 1, 2, TS + 50, TS + 50, 3, TS + 100, 4, 5]
-    spans, tail = engine.split_by_timestamps(tokens, TS, duration=3.0)
+    spans, tail = decoding.split_by_timestamps(tokens, TS, duration=3.0)
     assert spans == [(0.0, 1.0, [1, 2]), (1.0, 2.0, [3])]
     assert tail == (2.0, [4, 5])
 
 
 def test_split_without_timestamps_is_all_tail() -> None:
-    assert engine.split_by_timestamps([1, 2], TS, duration=1.0) == ([], (0.0, [1, 2]))
+    assert decoding.split_by_timestamps([1, 2], TS, duration=1.0) == ([], (0.0, [1, 2]))
 
 
 def test_split_clamps_times_to_the_window() -> None:
-    spans, tail = engine.split_by_timestamps([TS, 1, TS + 1400], TS, duration=5.0)
+    spans, tail = decoding.split_by_timestamps([TS, 1, TS + 1400], TS, duration=5.0)
     assert spans == [(0.0, 5.0, [1])] and tail is None
 
 
@@ -35,7 +35,7 @@ def seg(start: float, end: float, text: str) -> WindowSegment:
 def test_repetition_loop_is_suspect() -> None:
     first = seg(0, 7, "And so, my fellow Americans ask not what your country can do")
     again = seg(7, 8.7, "and so my fellow Americans ask")
-    assert engine.looks_repetitive([first, again], [first])
+    assert decoding.looks_repetitive([first, again], [first])
 
 
 @pytest.mark.parametrize("text", [
@@ -45,24 +45,24 @@ def test_repetition_loop_is_suspect() -> None:
 ])
 def test_a_phrase_over_and_over_is_suspect(text: str) -> None:
     loop = seg(0, 3, text)
-    assert engine.looks_repetitive([loop], [])
+    assert decoding.looks_repetitive([loop], [])
 
 
 @pytest.mark.parametrize("text", ["No, no, no, I said", "that that is is that that is"])
 def test_speech_that_repeats_a_little_is_not_suspect(text: str) -> None:
-    assert not engine.looks_repetitive([seg(0, 3, text)], [])
+    assert not decoding.looks_repetitive([seg(0, 3, text)], [])
 
 
 def test_impossibly_fast_closed_segment_is_suspect() -> None:
     fast = seg(7, 8, "one two three four five six seven eight")
-    assert engine.looks_repetitive([fast], [fast])
-    assert not engine.looks_repetitive([fast], [])  # an open tail's span is unknown
+    assert decoding.looks_repetitive([fast], [fast])
+    assert not decoding.looks_repetitive([fast], [])  # an open tail's span is unknown
 
 
 def test_ordinary_speech_is_not_suspect() -> None:
     items = [seg(0, 8, "And so my fellow Americans ask not what your country can do for you"),
              seg(8, 11, "ask what you can do for your country")]
-    assert not engine.looks_repetitive(items, items)
+    assert not decoding.looks_repetitive(items, items)
 
 
 def test_unknown_device_is_refused() -> None:

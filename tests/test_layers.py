@@ -18,6 +18,7 @@ import earshot
 MODEL_FREE = (
     "earshot.protocol",
     "earshot.server.window",
+    "earshot.server.decoding",
     "earshot.server.model_spec",
     "earshot.server.streaming",
     "earshot.server.config",

@@ -25,6 +25,7 @@ from faster_whisper.transcribe import TranscriptionOptions, get_suppressed_token
 from faster_whisper.vad import VadOptions, get_speech_timestamps, get_vad_model
 
 from earshot.protocol import SAMPLE_RATE
+from earshot.server.decoding import looks_repetitive, quiet_lead, split_by_timestamps
 from earshot.server.model_spec import DEVICES, looks_like_path
 from earshot.server.window import (
     ENCODE_PADDING_FRAMES,
@@ -33,7 +34,6 @@ from earshot.server.window import (
     MAX_WINDOW_SECONDS,
     WindowResult,
     WindowSegment,
-    frame_power,
 )
 
 log = logging.getLogger("earshot.engine")
@@ -43,9 +43,7 @@ log = logging.getLogger("earshot.engine")
 # garbled at 3 s, 2 of 28 at 10 s, 1 of 28 at the full 30 s).
 MIN_ENCODE_FRAMES = 1000
 MAX_TOKENS_PER_SECOND = 8
-MAX_WORDS_PER_SECOND = 6.0  # fast read speech is ~4; above this a segment is a loop
 VAD_LEAD_SAMPLES = int(0.3 * SAMPLE_RATE)  # kept before the first speech VAD finds
-QUIET_RMS = 0.01  # -40 dBFS: the pauses of the speech clips are -47 to -54
 
 
 CERTAIN_NO_SPEECH = 0.9  # no_speech_prob over which a window is silent, however it decodes
@@ -87,67 +85,6 @@ def resolve_compute_type(compute_type: str, device: str) -> str:
             f"supported: {', '.join(sorted(supported))}"
         )
     return compute_type
-
-
-def looks_repetitive(
-    items: list[WindowSegment], closed: list[WindowSegment], n: int = 5
-) -> bool:
-    """Signs of Whisper's repetition loop: the same n words twice in one window, a
-    short phrase over and over ("have you, have you. have you"), or a closed
-    segment spoken impossibly fast (its timestamps are then bogus).
-
-    Seen under load on jfk.flac: one pass returned the clip's first sentence
-    again as a second segment 1.7 s long.
-    """
-    words = [w for s in items for word in s.text.split()
-             if (w := word.strip(".,!?;:\"'-").lower())]
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if len(set(grams)) < len(grams) or repeats_a_phrase(words):
-        return True
-    return any(
-        len(s.text.split()) / max(s.end - s.start, 0.5) > MAX_WORDS_PER_SECOND for s in closed
-    )
-
-
-def repeats_a_phrase(words: list[str]) -> bool:
-    """A phrase of 2-4 words three times in a row, or one word four times: more than
-    speech does ("no, no, no" is three), what a loop does ("and so, and so, and so")."""
-    for size, times in ((1, 4), (2, 3), (3, 3), (4, 3)):
-        span = size * times
-        for start in range(len(words) - span + 1):
-            unit = words[start:start + size]
-            if all(words[start + k * size:start + (k + 1) * size] == unit for k in range(times)):
-                return True
-    return False
-
-
-def split_by_timestamps(
-    tokens: list[int], timestamp_begin: int, duration: float, seconds_per_token: float = 0.02
-) -> tuple[list[tuple[float, float, list[int]]], tuple[float, list[int]] | None]:
-    """Split decoded tokens at timestamp tokens.
-
-    Returns the closed spans ``(start, end, text_tokens)`` and the open tail
-    ``(start, text_tokens)`` after the last timestamp, or None.
-    """
-    spans: list[tuple[float, float, list[int]]] = []
-    start: float | None = None  # a timestamp that opened the current span
-    last = 0.0  # the latest timestamp; a span with no opening one starts there
-    text: list[int] = []
-    for token in tokens:
-        if token < timestamp_begin:
-            text.append(token)
-            continue
-        time = min((token - timestamp_begin) * seconds_per_token, duration)
-        if text:  # this timestamp closes a span
-            begin = last if start is None else start
-            spans.append((begin, max(time, begin), text))
-            start, text = None, []
-        else:  # this timestamp opens the next span
-            start = time
-        last = time
-    if text:
-        return spans, (last if start is None else start, text)
-    return spans, None
 
 
 class Transcriber:
@@ -351,21 +288,6 @@ class Transcriber:
         return WindowResult(
             segments, tail_segment, False, language, language_probability, suspect
         )
-
-
-def quiet_lead(audio: np.ndarray, samples: int) -> np.ndarray:
-    """``samples`` to put before ``audio``: digital silence when its quietest 100 ms
-    is quiet (speech in a quiet room; any noise there changes what tiny.en makes of
-    a short window), else noise as loud as that quietest part (a window of steady
-    noise: silence followed by noise makes the model invent words)."""
-    power = frame_power(audio, SAMPLE_RATE // 10)
-    if len(power) < 1 or samples < 1:
-        return np.zeros(max(samples, 0), dtype=np.float32)
-    level = float(np.sqrt(power.min()))
-    if level < QUIET_RMS:
-        return np.zeros(samples, dtype=np.float32)
-    rng = np.random.default_rng(0)  # the same lead for the same audio: passes agree
-    return (rng.standard_normal(samples) * level).astype(np.float32)
 
 
 def _offline() -> bool:

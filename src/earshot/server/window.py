@@ -17,7 +17,7 @@ import numpy as np
 FRAMES_PER_SECOND = 100
 FULL_CONTEXT_FRAMES = 3000
 ENCODE_PADDING_FRAMES = 100  # trailing silence so the last word is heard to end
-# Quiet put before every window (see engine.quiet_lead). With a short encoder
+# Quiet put before every window (see decoding.quiet_lead). With a short encoder
 # context tiny.en drops a window's first word when speech starts at its very
 # first sample ("And Mr. John Dashwood" read as "Mr. John Dashwood"); half a
 # second of quiet first lets it hear that word.
