@@ -148,3 +148,29 @@ async def test_a_first_text_pass_waits_while_its_own_pass_runs() -> None:
     finally:
         gate.set()
         await scheduler.close()
+
+
+async def test_a_session_whose_task_done_raises_leaves_the_worker_serving_the_others(
+        caplog) -> None:
+    """A bug in one session's result handling is logged, and the worker goes on: the
+    server does not silently lose a worker (capacity) to it."""
+    scheduler = FairScheduler(workers=1)
+    scheduler.start()
+    log: list[str] = []
+    try:
+        broken = FakeSession("broken", 1, log, scheduler)
+
+        def explode(result, error, seconds) -> None:
+            broken.done.set()
+            raise RuntimeError("a bug in task_done")
+
+        broken.task_done = explode  # type: ignore[method-assign]
+        scheduler.submit(broken)
+        await asyncio.wait_for(broken.done.wait(), 5)
+        healthy = FakeSession("healthy", 2, log, scheduler)
+        scheduler.submit(healthy)
+        await asyncio.wait_for(healthy.done.wait(), 5)
+    finally:
+        await scheduler.close()
+    assert log == ["healthy", "healthy"]
+    assert "a bug in task_done" in caplog.text

@@ -130,4 +130,7 @@ class FairScheduler:
                 self._running[key] -= 1
                 if not self._running[key]:
                     del self._running[key]
-            session.task_done(result, error, time.perf_counter() - started)
+            try:
+                session.task_done(result, error, time.perf_counter() - started)
+            except Exception:  # one session's bug must not cost the server this worker
+                log.exception("handling a pass's result failed")

@@ -188,7 +188,13 @@ class Session:
             log.error("inference failed", extra={"fields": self.fields}, exc_info=error)
             self.end(Ending.SERVER_ERROR, "the server failed to transcribe")
             return
-        job, result = result
+        try:
+            self._apply(*result)
+        except Exception:  # the server's own bug: end this session now rather than hang it
+            log.exception("applying a pass failed", extra={"fields": self.fields})
+            self.end(Ending.SERVER_ERROR, "the server failed")
+
+    def _apply(self, job: Job, result: WindowResult) -> None:
         if job is not self._job:
             return  # overtaken by the final pass, which started while this one ran
         self._job = None
