@@ -92,15 +92,28 @@ async def test_no_server_ready_in_time_is_a_connect_error(mute_server) -> None:
     await client.close()
 
 
+def hostile_replies(uid: str) -> list[str]:
+    """What a hostile server may send mid-stream: each is counted, none is fatal."""
+    def segments(*items: object) -> str:
+        return json.dumps({"uid": uid, "segments": list(items)})
+
+    return ["not json", "[1]", json.dumps({"uid": uid, "segments": 5}),
+            segments({"start": "x"}),
+            json.dumps({"uid": uid, "status": "WAIT", "message": "soon"}),
+            json.dumps({"uid": "someone-else", "segments": []}),
+            segments(5),  # a segment that is not an object
+            segments({"start": 1e306, "end": 1e306, "text": "x", "completed": True}),
+            segments({"start": 10 ** 400, "end": 1, "text": "x", "completed": True}),
+            "[" * 100_000 + "]" * 100_000,  # nested past the parser's stack
+            json.dumps({"uid": uid, "x": 0}).replace("0", "9" * 5000)]  # past the digit limit
+
+
 async def test_malformed_server_messages_are_counted_not_fatal() -> None:
     """Stand-in server: the real one never sends garbage, so this one does."""
     async def handler(ws) -> None:
         uid = json.loads(await ws.recv())["uid"]
         await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "x"}))
-        for junk in ["not json", "[1]", json.dumps({"uid": uid, "segments": 5}),
-                     json.dumps({"uid": uid, "segments": [{"start": "x"}]}),
-                     json.dumps({"uid": uid, "status": "WAIT", "message": "soon"}),
-                     json.dumps({"uid": "someone-else", "segments": []})]:
+        for junk in hostile_replies(uid):
             await ws.send(junk)
         await ws.recv()  # END_OF_AUDIO
         segment = {"start": "0.000", "end": "1.000", "text": "hi", "completed": True}
@@ -113,7 +126,7 @@ async def test_malformed_server_messages_are_counted_not_fatal() -> None:
         async with AsyncTranscriptionClient(url) as client:
             segments = await client.finish(timeout=5)
     assert [s.text for s in segments] == ["hi"]
-    assert client.malformed_messages == 6
+    assert client.malformed_messages == len(hostile_replies("u"))
 
 
 # -- close() cuts every wait short ------------------------------------------------------
@@ -232,3 +245,31 @@ async def test_a_new_session_without_resume_continues_the_timeline(forgetful_ser
     finally:
         await client.close()
     assert [(s.start, s.text) for s in segments] == [(0.0, "session 1"), (2.0, "session 2")]
+
+
+def test_the_wire_helper_records_each_hostile_reply_as_a_violation() -> None:
+    """The validator probes foreign servers through earshot.testing.wire: a hostile
+    reply is a recorded violation there, never an exception out of the probe."""
+    from earshot.protocol import ClientConfig, ClientConnection
+    from earshot.testing import wire
+
+    connection = ClientConnection("u")
+    connection.send_config(ClientConfig(uid="u"))
+    exchange = wire.Exchange()
+    wire.record(exchange, connection, json.dumps({"uid": "u", "message": "SERVER_READY"}))
+    for junk in hostile_replies("u"):
+        wire.record(exchange, connection, junk)
+    assert [m.kind for _, m in exchange.messages] == ["ready"]
+    assert len(exchange.violations) == len(hostile_replies("u"))
+
+
+@pytest.mark.parametrize("said", [10 ** 400, "inf", -3, "soon", None])
+def test_a_wait_without_a_sound_estimate_is_server_busy_with_zero_minutes(said) -> None:
+    from earshot.client.errors import ServerBusy, ended_error
+    from earshot.protocol import ClientConfig, ClientConnection
+
+    connection = ClientConnection("u")
+    connection.send_config(ClientConfig(uid="u"))
+    connection.receive(json.dumps({"uid": "u", "status": "WAIT", "message": said}))
+    error = ended_error(connection, 1013)
+    assert isinstance(error, ServerBusy) and error.wait_minutes == 0.0

@@ -54,6 +54,9 @@ def test_config_round_trips_through_json() -> None:
         ('{"uid": "a", "no_speech_thresh": 2}', "between 0 and 1", CloseCode.POLICY),
         ('{"uid": "a", "pad": "' + "x" * 70_000 + '"}', "over the 65536-byte", CloseCode.TOO_BIG),
         (b"\x00\x00\x80\x3f", "got binary data", CloseCode.POLICY),
+        # Python's integer-digits limit raises a plain ValueError inside the parser
+        ('{"uid": "a", "send_last_n_segments": ' + "9" * 5000 + "}", "too long",
+         CloseCode.POLICY),
     ],
 )
 def test_bad_configs_are_named(frame: str | bytes, words: str, code: CloseCode) -> None:
@@ -90,6 +93,23 @@ def test_non_finite_samples_are_refused(bad: float) -> None:
         protocol.decode_audio(frame)
 
 
+@pytest.mark.parametrize("peak", [2.5, 1000.0, 32767.0])
+def test_float32_far_outside_full_scale_is_refused_with_the_likely_cause(peak: float) -> None:
+    """int16 values sent as float32 (the classic mistake) get an ERROR naming the fix."""
+    frame = np.array([0.0, -peak / 2, peak], dtype="<f4").tobytes()
+    with pytest.raises(ProtocolError) as caught:
+        protocol.decode_audio(frame)
+    assert caught.value.close_code == CloseCode.POLICY
+    assert f"{peak:g}" in caught.value.message
+    assert '"audio_format": "int16"' in caught.value.message
+
+
+def test_float32_a_little_over_full_scale_is_audio() -> None:
+    """Resampling overshoots full scale a little; that is still audio, taken as it is."""
+    samples = np.array([1.0, -1.9, 1.99], dtype=np.float32)
+    assert protocol.decode_audio(samples.astype("<f4").tobytes()).tolist() == samples.tolist()
+
+
 def test_segment_wire_format_has_three_decimal_strings() -> None:
     wire = Segment(1.23456, 2.0, "hi", True).to_wire()
     assert wire == {"start": "1.235", "end": "2.000", "text": "hi", "completed": True}
@@ -115,7 +135,29 @@ def test_every_server_message_carries_uid_and_is_classified(text: str, kind: str
     assert message.data["uid"] == "u"
 
 
-@pytest.mark.parametrize("text", ["nope", "[]", b"\x00", '{"uid": "u", "segments": 5}'])
+@pytest.mark.parametrize("text", ["nope", "[]", b"\x00", '{"uid": "u", "segments": 5}',
+                                  "[" * 20_000 + "]" * 20_000,
+                                  '{"uid": "u", "x": ' + "9" * 5000 + "}"])
 def test_malformed_server_messages_raise(text: str | bytes) -> None:
     with pytest.raises(ProtocolError):
         protocol.parse_server_message(text)
+
+
+HOSTILE_SEGMENTS = {
+    "not an object": 5,
+    "a list": [1, 2],
+    "a huge start": {"start": 1e306, "end": 1e306, "text": "x", "completed": True},
+    "an infinite end": {"start": 0, "end": "inf", "text": "x"},
+    "a NaN start": {"start": "nan", "end": 1, "text": "x"},
+    "a huge integer start": {"start": 10 ** 400, "end": 1, "text": "x"},
+    "no text": {"start": 0, "end": 1},
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE_SEGMENTS))
+def test_a_hostile_segment_is_a_protocol_error(case: str) -> None:
+    """Every malformed segment is a ProtocolError naming it, never another exception."""
+    message = protocol.parse_server_message(
+        json.dumps({"uid": "u", "segments": [HOSTILE_SEGMENTS[case]]}))
+    with pytest.raises(ProtocolError, match="segment"):
+        _ = message.segments

@@ -52,8 +52,11 @@ segment_lists = st.lists(
         st.integers(0, 600_000), st.integers(0, 30_000), texts, st.booleans()),
     max_size=6,
 )
+# Any JSON a hostile peer may send: unbounded and non-finite floats, integers past
+# float range, objects and lists nested in each other.
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | texts,
+    st.none() | st.booleans() | st.integers() | st.floats() | texts
+    | st.integers(2 ** 1024, 10 ** 400),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(texts, inner, max_size=4),
     max_leaves=10,
 )
@@ -75,7 +78,23 @@ client_frames = st.one_of(
         lambda xs: np.asarray(xs, dtype="<f4").tobytes()),
     st.just(np.asarray([np.nan], dtype="<f4").tobytes()),
 )
+# Segments a hostile server may send: not objects, times past any stream, non-finite,
+# numbers as strings, keys missing.
+hostile_times = (st.floats() | st.integers(-(10 ** 400), 10 ** 400)
+                 | st.sampled_from(["nan", "inf", "-inf", "1e400", "x", "0.5"]))
+hostile_segments = st.one_of(
+    json_values,
+    st.fixed_dictionaries({"start": hostile_times, "end": hostile_times},
+                          optional={"text": json_values, "completed": json_values}),
+)
+_NESTED = "[" * 50_000 + "]" * 50_000  # past the JSON parser's stack
 server_messages = st.one_of(
+    st.lists(hostile_segments, max_size=4).map(
+        lambda items: json.dumps({"uid": UID, "segments": items})),
+    st.just(_NESTED),
+    st.just(json.dumps({"uid": UID, "segments": []}).replace("[]", "9" * 5000)),
+    st.builds(lambda m: json.dumps({"uid": UID, "status": "WAIT", "message": m}),
+              json_values),
     st.just(protocol.server_ready(UID, "s-1")),
     st.floats(0, 10).map(lambda m: protocol.wait(UID, m)),
     texts.map(lambda t: protocol.error(UID, t)),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from earshot.protocol import ClientConnection
@@ -76,7 +77,9 @@ def ended_error(protocol: ClientConnection, close_code: int | None) -> ClientErr
 
 
 def _minutes(value: Any) -> float:
+    """WAIT's estimate in minutes; 0 for one that is not a finite, positive number."""
     try:
-        return float(value or 0)
-    except (TypeError, ValueError):
+        minutes = float(value or 0)
+    except (TypeError, ValueError, OverflowError):
         return 0.0
+    return minutes if math.isfinite(minutes) and minutes > 0 else 0.0

@@ -11,6 +11,7 @@ what it meant. The client keeps its state machine; the link only reports.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -30,6 +31,7 @@ from earshot.protocol import (
 )
 
 Handler = Callable[["Link", ServerEvent], Awaitable[None]]
+log = logging.getLogger("earshot.client")
 
 
 class Link:
@@ -69,13 +71,17 @@ class Link:
         """Handle every server frame until the socket closes."""
         try:
             async for frame in self.ws:
-                try:
+                try:  # the protocol turns anything a server may send into ProtocolError
                     event = self.protocol.receive(frame)
-                    if self.protocol.final:
-                        self._final.set()
-                    await self._handle(self, event)
-                except (ProtocolError, ValueError, TypeError, KeyError) as exc:
+                except ProtocolError as exc:
                     self._on_malformed(exc)
+                    continue
+                if self.protocol.final:
+                    self._final.set()
+                try:
+                    await self._handle(self, event)
+                except Exception:  # the client's own bug: logged, the session goes on
+                    log.exception("handling a server message failed")
         except ConnectionClosed:
             pass
         finally:

@@ -25,6 +25,12 @@ END_OF_AUDIO = b"END_OF_AUDIO"
 BACKEND = "faster_whisper"
 MAX_CONFIG_BYTES = 64 * 1024
 MAX_UID_CHARS = 256
+# float32 samples are in [-1, 1]; resampling overshoots a little, but a frame that
+# reaches past this holds integer sample values sent as floats (int16 as float32).
+MAX_FLOAT_SAMPLE = 2.0
+# A segment's times are seconds into a stream; past this (about 115 days) a time is
+# not one, and folding it (milliseconds as an int key) would overflow.
+MAX_STREAM_SECONDS = 1e7
 
 # Message texts (values of the "message" key).
 SERVER_READY = "SERVER_READY"
@@ -128,15 +134,22 @@ def parse_config(frame: str | bytes) -> ClientConfig:
             f"config is {len(frame.encode())} bytes, over the {MAX_CONFIG_BYTES}-byte limit",
             CloseCode.TOO_BIG,
         )
-    try:
-        data = json.loads(frame)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"config is not valid JSON: {exc.msg} at position {exc.pos}") from None
-    except RecursionError:  # e.g. 20,000 nested arrays: the parser's stack gives out first
-        raise ProtocolError("config is nested too deeply to be a config object") from None
+    data = _json(frame, "config")
     if not isinstance(data, dict):
         raise ProtocolError(f"config must be a JSON object, got {type(data).__name__}")
     return _config_from_mapping(data)
+
+
+def _json(text: str, what: str) -> Any:
+    """``text`` parsed, or ProtocolError saying why it cannot be (never another error)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"{what} is not valid JSON: {exc.msg} at position {exc.pos}") from None
+    except RecursionError:  # e.g. 20,000 nested arrays: the parser's stack gives out first
+        raise ProtocolError(f"{what} is nested too deeply to be a JSON object") from None
+    except ValueError as exc:  # Python's limit on integer digits (4,300), met inside the parser
+        raise ProtocolError(f"{what} holds a number too long to read ({exc})") from None
 
 
 def _config_from_mapping(data: Mapping[str, Any]) -> ClientConfig:
@@ -193,6 +206,13 @@ def decode_audio(frame: bytes, fmt: AudioFormat = AudioFormat.FLOAT32) -> np.nda
         if not np.isfinite(samples).all():
             bad = int((~np.isfinite(samples)).sum())
             raise ProtocolError(f"audio frame holds {bad} NaN or infinite samples")
+        peak = float(np.abs(samples).max(initial=0.0))
+        if peak > MAX_FLOAT_SAMPLE:
+            raise ProtocolError(
+                f"float32 samples must be in [-1, 1], but this frame reaches {peak:g}: "
+                "are these int16 values sent as float32? Send int16 frames with "
+                '"audio_format": "int16" in the config, or divide the samples by 32768'
+            )
         return samples
     if fmt is AudioFormat.INT16:
         return np.frombuffer(frame, dtype="<i2").astype(np.float32) / 32768.0
@@ -228,16 +248,31 @@ class Segment:
         }
 
     @classmethod
-    def from_wire(cls, data: Mapping[str, Any]) -> Segment:
+    def from_wire(cls, data: Any) -> Segment:
+        """A segment of a server message; ProtocolError for anything that is not one."""
+        if not isinstance(data, Mapping):
+            raise ProtocolError(f"malformed segment {_excerpt(data)}: not a JSON object")
         try:
-            return cls(
-                start=float(data["start"]),
-                end=float(data["end"]),
-                text=str(data["text"]),
-                completed=bool(data.get("completed", False)),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed segment {dict(data)!r}: {exc}") from None
+            start, end = _stream_time(data["start"]), _stream_time(data["end"])
+            return cls(start, end, str(data["text"]), bool(data.get("completed", False)))
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError(f"malformed segment {_excerpt(data)}: {exc!r}") from None
+
+
+def _stream_time(value: Any) -> float:
+    seconds = float(value)  # a number or a numeric string, as WhisperLive sends
+    if not (math.isfinite(seconds) and abs(seconds) <= MAX_STREAM_SECONDS):
+        raise ValueError(f"{_excerpt(value)} is not a time in a stream")
+    return seconds
+
+
+def _excerpt(value: Any) -> str:
+    """A short text of a hostile value for an error message (no huge or deep repr)."""
+    try:
+        text = repr(value)
+    except (RecursionError, ValueError):  # a very deep value; an int past the digit limit
+        text = f"<a {type(value).__name__}>"
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # Server -> client messages. Every one carries the client's uid.
@@ -291,10 +326,7 @@ def parse_server_message(text: str | bytes) -> ServerMessage:
     """Classify one server frame; raises ProtocolError for one that is not a JSON object."""
     if isinstance(text, bytes):
         raise ProtocolError(f"server sent a binary frame ({len(text)} bytes)")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ProtocolError(f"server message is not JSON: {exc.msg}") from None
+    data = _json(text, "server message")
     if not isinstance(data, dict):
         raise ProtocolError("server message is not a JSON object")
     status, message = data.get("status"), data.get("message")

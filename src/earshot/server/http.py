@@ -15,7 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
+from websockets.datastructures import Headers, MultipleValuesError
 from websockets.http11 import Request, Response
 
 from earshot.server.metrics import Metrics
@@ -38,6 +38,12 @@ class Endpoints:
         self._status = status
 
     def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
+        try:
+            return self._answer(conn, request)
+        except MultipleValuesError as exc:  # e.g. two Upgrade headers: a malformed request
+            return conn.respond(400, f"the header {exc} may appear only once\n")
+
+    def _answer(self, conn: ServerConnection, request: Request) -> Response | None:
         path, _, query = request.path.partition("?")
         if path == "/healthz":
             return conn.respond(200, "ok\n")
@@ -69,7 +75,10 @@ class Endpoints:
         if not key:
             return True
         offered = parse_qs(query).get("token", [""])[0]
-        auth = headers.get("Authorization", "")
+        values = headers.get_all("Authorization")
+        if len(values) > 1:  # which one counts would be a guess: refused
+            return False
+        auth = values[0] if values else ""
         if auth.lower().startswith("bearer "):
             offered = auth[7:].strip()
         return hmac.compare_digest(offered.encode(), key.encode())
