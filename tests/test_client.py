@@ -70,8 +70,20 @@ async def test_close_while_connecting(silent_tcp) -> None:
     await client.wait_for_state(S.CONNECTING, timeout=5)
     await asyncio.wait_for(client.close(), 5)
     assert client.state is S.DISCONNECTED
-    with pytest.raises((asyncio.CancelledError, ConnectError)):
+    with pytest.raises(ClientClosed):  # what connect() documents, not a CancelledError
         await connecting
+
+
+async def test_a_connect_cancelled_by_its_owner_is_cancelled(silent_tcp) -> None:
+    """Only close()'s own cancellation becomes ClientClosed; anyone else's goes on."""
+    client = AsyncTranscriptionClient(silent_tcp, open_timeout=30)
+    connecting = asyncio.create_task(client.connect())
+    await client.wait_for_state(S.CONNECTING, timeout=5)
+    connecting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await connecting
+    assert client.state is S.DISCONNECTED
+    await client.close()
 
 
 async def test_close_while_connected_before_ready(mute_server) -> None:
@@ -80,7 +92,7 @@ async def test_close_while_connected_before_ready(mute_server) -> None:
     await client.wait_for_state(S.CONNECTED, timeout=5)
     await asyncio.wait_for(client.close(), 5)
     assert client.state is S.DISCONNECTED
-    with pytest.raises((asyncio.CancelledError, ConnectError)):
+    with pytest.raises(ClientClosed):  # what connect() documents, not a CancelledError
         await connecting
 
 
@@ -247,6 +259,55 @@ async def test_a_new_session_without_resume_continues_the_timeline(forgetful_ser
     assert [(s.start, s.text) for s in segments] == [(0.0, "session 1"), (2.0, "session 2")]
 
 
+# -- a second loss during the replay ------------------------------------------------------
+
+
+@pytest.fixture
+async def twice_lost_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """Stand-in: the first session drops after 5 audio frames; the second ends (1011)
+    right after SERVER_READY, so the client loses it while it replays; the third
+    counts every sample it gets until END_OF_AUDIO, then finishes. Nothing is ever
+    completed, so all the audio stays unconfirmed. Yields the URL and the samples
+    each session received."""
+    received: list[int] = []
+
+    async def handler(ws) -> None:
+        uid = json.loads(await ws.recv())["uid"]
+        session = len(received)
+        received.append(0)
+        await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "x"}))
+        if session == 1:
+            await ws.close(1011, "lost again")
+            return
+        while (frame := await ws.recv()) != b"END_OF_AUDIO":
+            received[session] += len(frame) // 4
+            if session == 0 and received[session] >= 5 * 1600:
+                await ws.close(1011, "lost")
+                return
+        await ws.send(json.dumps({"uid": uid, "message": "END_OF_TRANSCRIPT"}))
+        await ws.close()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", received
+
+
+async def test_a_second_loss_during_the_replay_loses_no_audio(twice_lost_server) -> None:
+    """The unconfirmed audio stays kept until a session confirms it: a session lost
+    while the replay is under way is followed by one that gets all of it again."""
+    url, received = twice_lost_server
+    client = AsyncTranscriptionClient(url, reconnect=ReconnectPolicy(
+        attempts=10, initial=0.01, maximum=0.05))
+    speech = np.full(32000, 0.1, dtype=np.float32)  # 2 s: 20 frames of 0.1 s
+    try:
+        await client.connect()
+        await client.stream(speech, realtime=False)
+        await client.finish(timeout=10)
+    finally:
+        await client.close()
+    assert len(received) == 3, received
+    assert received[2] == len(speech), received
+
+
 def test_the_wire_helper_records_each_hostile_reply_as_a_violation() -> None:
     """The validator probes foreign servers through earshot.testing.wire: a hostile
     reply is a recorded violation there, never an exception out of the probe."""
@@ -273,3 +334,27 @@ def test_a_wait_without_a_sound_estimate_is_server_busy_with_zero_minutes(said) 
     connection.receive(json.dumps({"uid": "u", "status": "WAIT", "message": said}))
     error = ended_error(connection, 1013)
     assert isinstance(error, ServerBusy) and error.wait_minutes == 0.0
+
+
+# -- the synchronous client's bounds ---------------------------------------------------------
+
+
+def test_the_sync_connect_waits_out_the_whole_reconnect_policy() -> None:
+    """Its bound covers the policy's deadline: it ends with the policy's own error
+    (nothing listens), not with its own timeout while the core still retries."""
+    import time
+
+    from earshot.client import TranscriptionClient
+
+    policy = ReconnectPolicy(attempts=1000, deadline=6, initial=0.2, maximum=0.2, jitter=0)
+    with socket.socket() as unused:  # bound, never listening: every attempt is refused
+        unused.bind(("127.0.0.1", 0))
+        client = TranscriptionClient(f"ws://127.0.0.1:{unused.getsockname()[1]}",
+                                     open_timeout=0.1, reconnect=policy)
+        try:
+            started = time.monotonic()
+            with pytest.raises(ConnectError):
+                client.connect()
+            assert time.monotonic() - started >= policy.deadline
+        finally:
+            client.close()

@@ -97,6 +97,7 @@ class AsyncTranscriptionClient:
             self._machine.add_listener(on_state)
         self._link: Link | None = None  # the current session's connection
         self._connecting: asyncio.Task[Any] | None = None
+        self._cancelled_by_close = False  # close() cancelled the connecting task
         self._resume = ResumeBuffer()  # audio not yet covered by completed segments
         self._closed = False
         self._closed_event = asyncio.Event()  # wakes backoffs and throttle delays at close()
@@ -126,6 +127,17 @@ class AsyncTranscriptionClient:
     def audio_sent(self) -> float:
         """Seconds of stream audio sent so far (after a resume: counted from the replay)."""
         return self._resume.end
+
+    @property
+    def connect_timeout(self) -> float:
+        """The longest connect() can take: an attempt's bounds (the throttle's interval,
+        the socket's and SERVER_READY's open_timeout each), and with a reconnect policy
+        its deadline plus the last backoff before the attempt that starts at it."""
+        attempt = self._throttle.min_interval + 2 * self.open_timeout
+        policy = self.reconnect
+        if policy is None:
+            return attempt
+        return policy.deadline + policy.maximum + policy.jitter + attempt
 
     @property
     def closed(self) -> bool:
@@ -202,10 +214,13 @@ class AsyncTranscriptionClient:
         self.session_id = new_id()
         self._machine.move(S.CONNECTING, f"session {self.session_id}")
         self._connecting = asyncio.current_task()
+        self._cancelled_by_close = False
         try:
             await self._open()
         except asyncio.CancelledError:
             await self._drop("connect cancelled")
+            if self._cancelled_by_close and _uncancel():
+                raise ClientClosed("close() ended the connection attempt") from None
             raise
         except BaseException:
             await self._drop("connect failed")
@@ -272,11 +287,14 @@ class AsyncTranscriptionClient:
         if self.state is not S.READY or link is None:
             raise self._lost_or(ClientError(f"cannot send audio in state {self.state.name}"))
         samples = np.asarray(samples, dtype=np.float32)
+        await self._send(link, samples)
+        self._resume.add(samples)
+
+    async def _send(self, link: Link, samples: np.ndarray) -> None:
         try:
             await link.send_audio(samples)
         except ConnectionLost as exc:
             raise self._lost_or(exc) from None
-        self._resume.add(samples)
 
     def _lost_or(self, default: ClientError) -> ClientError:
         """Why the session is unusable: what the server said, a close, or ``default``."""
@@ -321,15 +339,33 @@ class AsyncTranscriptionClient:
         await self._reconnect(cause)
 
     async def _reconnect(self, cause: ClientError) -> None:
-        log.info("session %s lost (%s); reconnecting", self.session_id, cause)
-        await self._teardown("reconnecting")
-        await self.connect()
-        if not self.resume:  # the new session starts after everything already sent
-            self._resume.drop()
-        # ... or where the unconfirmed audio began, which is sent again
-        self.transcript.offset = self._resume.start
-        for piece in self._resume.take():
-            await self.send_audio(piece)
+        """A new session, with the unconfirmed audio sent again (``resume``). A session
+        lost during that replay is followed by another, up to the policy's attempts."""
+        assert self.reconnect is not None
+        for _ in range(self.reconnect.attempts):
+            log.info("session %s lost (%s); reconnecting", self.session_id, cause)
+            await self._teardown("reconnecting")
+            await self.connect()
+            if not self.resume:  # the new session starts after everything already sent
+                self._resume.drop()
+            # ... or where the unconfirmed audio began, which is sent again
+            self.transcript.offset = self._resume.start
+            try:
+                await self._replay()
+                return
+            except ConnectionLost as exc:
+                if self._closed or isinstance(exc, ClientClosed):
+                    raise
+                cause = exc
+        raise cause
+
+    async def _replay(self) -> None:
+        """Send the kept audio to the new session; it stays kept until confirmed."""
+        for piece in self._resume.pending():
+            link = self._link
+            if self.state is not S.READY or link is None:
+                raise self._lost_or(ConnectionLost("the session ended during the replay"))
+            await self._send(link, piece)
 
     # -- finishing ----------------------------------------------------------
 
@@ -393,7 +429,9 @@ class AsyncTranscriptionClient:
         timeout = self.close_timeout if timeout is None else timeout
         current = asyncio.current_task()
         if self._connecting is not None and self._connecting is not current:
-            self._connecting.cancel()  # its own handler moves to DISCONNECTED
+            if not self._cancelled_by_close:  # once: connect() takes back this one cancel
+                self._cancelled_by_close = True
+                self._connecting.cancel()  # its own handler moves to DISCONNECTED
             await asyncio.wait([self._connecting], timeout=timeout)
         if self.state in (S.CONNECTING, S.CONNECTED, S.READY):
             self._machine.move(S.CLOSING, reason)
@@ -409,6 +447,13 @@ class AsyncTranscriptionClient:
             if self.state in (S.CONNECTED, S.READY):
                 self._machine.move(S.CLOSING, reason)
             self._machine.move(S.DISCONNECTED, reason)
+
+
+def _uncancel() -> bool:
+    """Take back the cancellation close() sent the connecting task; True unless the
+    task is being cancelled for another reason too (that one must go on)."""
+    task = asyncio.current_task()
+    return task is None or task.uncancel() == 0
 
 
 async def _aiter(items: Any) -> Any:

@@ -2,7 +2,7 @@
 
 Audio is kept from the end of the last completed segment on: what the server
 has not confirmed yet. A new session replays it, and the transcript goes on
-from where the replay begins.
+from where the replay begins; replaying it does not forget it.
 """
 
 from __future__ import annotations
@@ -34,10 +34,10 @@ class ResumeBuffer:
             self._pieces.pop(0)
             self.start += seconds
 
-    def take(self) -> list[np.ndarray]:
-        """The kept pieces, to send again; the buffer refills as they are sent."""
-        pieces, self._pieces = self._pieces, []
-        return pieces
+    def pending(self) -> list[np.ndarray]:
+        """The kept pieces, to send again. They stay kept until confirmed: a session
+        lost during the replay leaves them all for the next one."""
+        return list(self._pieces)
 
     def drop(self) -> None:
         """Forget the kept audio: a new session starts after everything sent."""

@@ -122,7 +122,7 @@ class TranscriptionClient:
         return self._loop
 
     def connect(self) -> None:
-        self._run(self._core.connect(), self._core.open_timeout * 2 + CALL_MARGIN)
+        self._run(self._core.connect(), self._core.connect_timeout + CALL_MARGIN)
 
     def send_audio(self, samples: np.ndarray) -> None:
         self._run(self._core.send_audio(samples), CALL_MARGIN)

@@ -216,5 +216,6 @@ def run_session(url: str, clip: Speech, name: str, report: Report,
         failed(exc.step, str(exc))
     except InvalidStatus as exc:
         failed("connect", f"handshake refused: HTTP {exc.response.status_code}")
-    except (OSError, TimeoutError, WebSocketException, protocol.ProtocolError) as exc:
+    except (OSError, TimeoutError, WebSocketException, protocol.ProtocolError,
+            protocol.InvalidState) as exc:
         failed(session.step if session else "connect", f"{type(exc).__name__}: {exc}")

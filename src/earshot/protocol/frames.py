@@ -75,12 +75,16 @@ class ProtocolError(Exception):
         self.close_code = close_code
 
 
-class InvalidState(ProtocolError):
+class InvalidState(Exception):
     """This side asked its connection for something its state does not allow
-    (audio before SERVER_READY, a second end): a bug in the caller, not the peer."""
+    (audio before SERVER_READY, a second end): a bug in the caller, not the peer.
+
+    A sibling of :class:`ProtocolError`, not a kind of it (as in websockets): the
+    peer's fault and this side's own are handled apart."""
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, CloseCode.INTERNAL)
+        super().__init__(message)
+        self.message = message
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,6 @@ from earshot.protocol import (
     AudioReceived,
     CloseCode,
     Ending,
-    InvalidState,
     Outcome,
     ProtocolError,
     ServerConnection,
@@ -126,10 +125,8 @@ class Session:
     def receive(self, frame: str | bytes) -> bool:
         """Take one frame from the client; False once no more are wanted
         (END_OF_AUDIO came, or the frame broke the protocol and ended the session)."""
-        try:
+        try:  # an InvalidState (the server's own bug) is not the client's to hear about
             event = self.protocol.receive(frame)
-        except InvalidState:
-            raise  # the server's own bug: not the client's to hear about
         except ProtocolError as exc:
             self.end(Ending.CLIENT_ERROR, exc.message, close_code=exc.close_code)
             return False
