@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import socket
+import threading
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -42,6 +45,42 @@ def test_missing_clip_names_how_to_get_it(tmp_path, monkeypatch) -> None:
         audio.clip_path("jfk.flac", cache=tmp_path / "cache", download=False)
     assert "EARSHOT_AUDIO_MIRROR" in str(caught.value)
     assert "collabora/WhisperLive" in str(caught.value)
+
+
+@pytest.fixture
+def cut_short_source(monkeypatch) -> Iterator[None]:
+    """Stand-in for a clip's public source (tests reach only 127.0.0.1): an HTTP
+    server on a thread that promises 100,000 bytes and hangs up after a few."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+
+    def answer_once() -> None:
+        try:
+            conn, _ = listener.accept()
+        except OSError:
+            return
+        with conn:
+            conn.recv(4096)
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+
+    thread = threading.Thread(target=answer_once, name="clip-source-stand-in")
+    thread.start()
+    port = listener.getsockname()[1]
+    monkeypatch.setattr(audio.Clip, "source_url",
+                        property(lambda clip: f"http://127.0.0.1:{port}/{clip.name}"))
+    try:
+        yield
+    finally:
+        listener.close()
+        thread.join(15)
+
+
+def test_an_interrupted_download_is_a_clip_error_and_leaves_nothing(tmp_path,
+                                                                     cut_short_source) -> None:
+    cache = tmp_path / "cache"
+    with pytest.raises(audio.ClipError, match="downloading it failed"):
+        audio.clip_path("jfk.flac", mirror=tmp_path / "no-mirror", cache=cache)
+    assert list(cache.iterdir()) == []  # neither the clip nor a temp file
 
 
 def test_unknown_clip() -> None:

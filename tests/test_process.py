@@ -106,3 +106,16 @@ async def test_sigterm_drains_sessions_and_exits_0(jfk) -> None:
         assert time.monotonic() - signalled < 5
     finally:
         srv.stop()
+
+
+def test_a_local_servers_api_key_is_not_on_its_command_line() -> None:
+    """Every user of the machine sees a process's argv (``ps``); the key goes in the
+    environment, which only the process's owner can read, and is still required."""
+    key = "a-secret-key-1234"
+    with LocalServer(api_key=key) as srv:
+        assert srv.process is not None
+        with open(f"/proc/{srv.process.pid}/cmdline", "rb") as cmdline:
+            argv = cmdline.read().split(b"\0")
+        assert not any(key.encode() in arg for arg in argv), argv
+        assert srv.get("/status", headers={"Authorization": ""})[0] == 401
+        assert srv.get("/status")[0] == 200  # the target's own Bearer header

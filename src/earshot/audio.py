@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import hashlib
+import http.client
 import os
 import shutil
 import tempfile
@@ -103,10 +104,10 @@ def clip_path(
     if not download:
         raise ClipError(_missing(clip, mirror))
     try:
-        _download(clip.source_url, cached)
-    except OSError as exc:
+        _download(clip, cached)
+    except (OSError, http.client.HTTPException, ClipError) as exc:
         raise ClipError(f"{_missing(clip, mirror)}; downloading it failed: {exc}") from exc
-    return _verified(cached, clip)
+    return cached
 
 
 def _missing(clip: Clip, mirror: Path | None) -> str:
@@ -117,25 +118,31 @@ def _missing(clip: Clip, mirror: Path | None) -> str:
     )
 
 
-def _verified(path: Path, clip: Clip) -> Path:
+def _verified(path: Path, clip: Clip, what: str = "") -> Path:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     if digest != clip.sha256:
         raise ClipError(
-            f"{path} has sha256 {digest}, the manifest expects {clip.sha256}: "
+            f"{what or path} has sha256 {digest}, the manifest expects {clip.sha256}: "
             "the file is corrupt or a different recording; delete it and fetch it again"
         )
     return path
 
 
-def _download(url: str, dest: Path) -> None:
+def _download(clip: Clip, dest: Path) -> None:
+    """Fetch ``clip`` into ``dest``: into a temporary file first, renamed only once its
+    checksum holds, so an interrupted or cut-short download leaves nothing behind."""
     dest.parent.mkdir(parents=True, exist_ok=True)
-    # Write to a temporary file first so an interrupted download leaves nothing.
-    with (
-        urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT) as response,
-        tempfile.NamedTemporaryFile(dir=dest.parent, delete=False) as tmp,
-    ):
-        shutil.copyfileobj(response, tmp)
-    os.replace(tmp.name, dest)
+    fd, name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
+    tmp = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as out, \
+                urllib.request.urlopen(clip.source_url, timeout=DOWNLOAD_TIMEOUT) as response:
+            shutil.copyfileobj(response, out)
+        _verified(tmp, clip, what=f"the download of {clip.source_url}")
+        os.replace(tmp, dest)
+    except BaseException:  # an error, a timeout, Ctrl-C: no partial file stays
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 # -- decoding ------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -48,8 +49,12 @@ class HttpEndpoints:
                 return response.status, response.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
-        except urllib.error.URLError as exc:
+        except urllib.error.URLError as exc:  # nothing listening, refused
             raise ServerUnreachable(f"GET {path} failed: {exc.reason}") from exc
+        # After the request went out: a hang-up (RemoteDisconnected), a read timeout,
+        # an answer that is not HTTP (BadStatusLine) or a body cut short.
+        except (OSError, http.client.HTTPException) as exc:
+            raise ServerUnreachable(f"GET {path} failed: {exc!r}") from exc
 
     def server_status(self, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
         """The server's /status as a dict."""

@@ -45,9 +45,12 @@ class LocalServer(HttpEndpoints):
         port: int = 0,
     ) -> None:
         self.api_key = api_key
-        self.flags = list(flags) + ([f"--api-key={api_key}"] if api_key else [])
+        self.flags = list(flags)
         inherited = {k: v for k, v in os.environ.items() if not k.startswith("EARSHOT_")}
-        self.env = {**inherited, **(env or {})}
+        # The key in the environment (readable by the process's owner only), not in
+        # argv, which every user of the machine sees in ps.
+        secret = {"EARSHOT_API_KEY": api_key} if api_key else {}
+        self.env = {**inherited, **(env or {}), **secret}
         self.startup_timeout = startup_timeout
         self.port: int | None = port or None  # a restart reuses the port it had
         self.process: subprocess.Popen[bytes] | None = None

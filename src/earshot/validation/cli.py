@@ -70,13 +70,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 @contextmanager
 def open_target(args: argparse.Namespace) -> Iterator[Target]:
     """Start or reach the server for the whole run; stop what was started."""
-    key = ["--earshot-api-key", args.api_key] if args.api_key else []
     if args.target:
         from earshot.testing.targets import UrlServer
 
         server = UrlServer(args.target, args.api_key)  # ValueError: not a ws:// URL
         yield Target(server, f"{args.target} (a deployment)",
-                     ["--earshot-target", "url", "--earshot-url", args.target, *key], None)
+                     ["--earshot-target", "url", "--earshot-url", args.target], None)
     elif args.peer:
         from earshot.testing.peer import PeerContainer
 
@@ -93,8 +92,7 @@ def open_target(args: argparse.Namespace) -> Iterator[Target]:
                                                device=args.device if gpu else None) as server:
             yield Target(server, f"earshot's {args.device} image (each suite test on its own "
                                  "target as under make integration)",
-                         ["--earshot-target", "container", "--earshot-device", args.device,
-                          *key],
+                         ["--earshot-target", "container", "--earshot-device", args.device],
                          server.get_wrapped_container().id)
 
 
@@ -173,8 +171,10 @@ def _phases(run: report.Run, target: Target, phases: list[str], folder: Path,
     headers = target.server.auth_headers()
     url = target.server.ws_url
     if "suite" in phases:
+        # The key travels in the suite's environment, not its argv (which ps shows).
+        key = {"EARSHOT_TEST_API_KEY": target.server.api_key} if target.server.api_key else {}
         run.suite = progress.suite(lambda on_event, poll: suite.run(
-            target.suite_args, folder, on_event=on_event, poll=poll))
+            target.suite_args, folder, on_event=on_event, poll=poll, env=key))
     needs_clips = [p for p in phases if p != "suite"]
     if not needs_clips:
         return

@@ -19,7 +19,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -93,15 +93,17 @@ def _plain(message: str) -> str:
 
 def run(pytest_args: Sequence[str], workdir: Path, *,
         on_event: Callable[[dict[str, Any]], None] = lambda event: None,
-        poll: Callable[[], None] = lambda: None) -> SuiteResult:
-    """Run the suite with ``pytest_args`` (the target's options); JUnit XML and the
-    pytest log go to ``workdir``. ``poll`` is called while waiting (progress)."""
+        poll: Callable[[], None] = lambda: None,
+        env: Mapping[str, str] | None = None) -> SuiteResult:
+    """Run the suite with ``pytest_args`` (the target's options) and ``env`` added to
+    the environment; JUnit XML and the pytest log go to ``workdir``. ``poll`` is
+    called while waiting (progress)."""
     events = workdir / "events.jsonl"
     events.touch()
     command = [sys.executable, "-m", "pytest", str(SUITE), "-p", "earshot.validation.events",
                f"--junitxml={workdir / 'junit.xml'}", "-o", "junit_family=xunit1",
                "-p", "no:cacheprovider", *INNER_SESSION_ARGS, *pytest_args]
-    env = {**os.environ, "EARSHOT_VALIDATION_EVENTS": str(events)}
+    env = {**os.environ, **(env or {}), "EARSHOT_VALIDATION_EVENTS": str(events)}
     tests: dict[str, TestResult] = {}
     pending = ""
     with open(workdir / "suite.log", "w", encoding="utf-8") as log, \
