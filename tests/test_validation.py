@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import psutil
 import pytest
 from websockets.asyncio.server import serve
 
@@ -329,33 +330,89 @@ def test_bad_input_exits_2_with_one_line_and_no_report(tmp_path, case, plain_htt
     assert not reports.exists() or not any(reports.iterdir())
 
 
-def test_an_interrupted_run_leaves_only_a_report_marked_incomplete(tmp_path,
-                                                                   keyed_server) -> None:
-    reports = tmp_path / "reports"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "earshot.validation", "--reports", str(reports), "--target",
-         keyed_server.ws_url, "--api-key", keyed_server.api_key, "--phases", "clips"],
+# The validator as a CI runner or a shell may start it: SIGINT ignored (a background job
+# of a shell without job control inherits that), or stopped with SIGTERM (a cancelled job).
+IGNORING_SIGINT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                   "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+STOPS = {
+    "SIGINT": ([], [signal.SIGINT]),
+    "SIGTERM": ([], [signal.SIGTERM]),
+    "SIGINT, started with SIGINT ignored": (["-c", IGNORING_SIGINT], [signal.SIGINT]),
+}
+
+
+def _start_validator(reports: Path, server: LocalServer, phases: str,
+                     wrapper: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, *wrapper, "-m", "earshot.validation", "--reports", str(reports),
+         "--target", server.ws_url, "--api-key", server.api_key or "", "--phases", phases],
         cwd=ROOT, stderr=subprocess.PIPE, text=True)
+
+
+def _stopped(process: subprocess.Popen[str], signals: list[int]) -> str:
+    """Send ``signals`` one after another; the validator must end within 30 s (it takes
+    about a second; the bound is for a loaded machine). Returns its stderr."""
+    disposition = _signal_lines(process.pid)
     try:
-        folder = eventually(lambda: list(reports.glob("*")), bool, timeout=30,
-                            description="the report folder to be made")[0]
-        # How the validator takes SIGINT (ignored or blocked, inherited, would
-        # explain a run that goes on): said if it does not stop.
-        disposition = _signal_lines(process.pid)
-        process.send_signal(signal.SIGINT)
-        # Generous: twice in full runs on 2 cores it had not ended 30 s after
-        # SIGINT (alone it ends in about 0.1 s; cause not found).
-        _, err = process.communicate(timeout=90)
+        for sig in signals:
+            process.send_signal(sig)
+        _, err = process.communicate(timeout=30)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the validator ran on 90 s after SIGINT; its signals then: {disposition}")
+        pytest.fail(f"the validator ran on 30 s after {signals}; its signals: {disposition}")
     finally:
         if process.poll() is None:
             process.kill()
             process.communicate()
     assert process.returncode == 130, f"{err}\nits signals: {disposition}"
+    return err
+
+
+@pytest.mark.parametrize("how", list(STOPS))
+def test_an_interrupted_run_leaves_only_a_report_marked_incomplete(tmp_path, keyed_server,
+                                                                   how) -> None:
+    wrapper, signals = STOPS[how]
+    reports = tmp_path / "reports"
+    process = _start_validator(reports, keyed_server, "clips", wrapper)
+    try:
+        folder = eventually(lambda: list(reports.glob("*")), bool, timeout=30,
+                            description="the report folder to be made")[0]
+    finally:
+        _stopped(process, signals)
     assert [p.name for p in reports.iterdir()] == [folder.name]
     assert folder.name.endswith(".incomplete") and (folder / "INCOMPLETE").exists()
     assert not (folder / "summary.md").exists()
+
+
+def _suite_processes(folder: Path) -> list[psutil.Process]:
+    """The suite's pytest (its command line names the report folder), if alive."""
+    found = []
+    for process in psutil.process_iter(["cmdline"]):
+        if any(str(folder) in arg for arg in process.info["cmdline"] or []):
+            found.append(process)
+    return found
+
+
+@pytest.mark.parametrize("signals", [[signal.SIGTERM], [signal.SIGINT, signal.SIGINT]],
+                         ids=["SIGTERM", "Ctrl-C twice"])
+def test_a_run_stopped_during_the_suite_leaves_no_suite_process(tmp_path, keyed_server,
+                                                               signals) -> None:
+    """The suite's pytest is stopped with the validator, never orphaned: on SIGTERM (a
+    cancelled CI job) and on a second Ctrl-C while the suite winds down."""
+    reports = tmp_path / "reports"
+    process = _start_validator(reports, keyed_server, "suite", [])
+    try:
+        folder = eventually(lambda: list(reports.glob("*")), bool, timeout=30,
+                            description="the report folder to be made")[0]
+        eventually(lambda: (folder / "events.jsonl").read_text()
+                   if (folder / "events.jsonl").exists() else "",
+                   lambda text: '"event": "start"' in text, timeout=60,
+                   description="the suite's first test to start")
+        assert _suite_processes(folder), "no suite process to stop"
+    finally:
+        _stopped(process, signals)
+    assert _suite_processes(folder) == []
+    if len(signals) == 1:  # stopped as on Ctrl-C, so its fixtures tore down: not killed
+        assert "KeyboardInterrupt" in (folder / "suite.log").read_text()
 
 
 def _signal_lines(pid: int) -> str:

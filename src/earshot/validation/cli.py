@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -107,8 +108,47 @@ def server_words(target: Target, offers: Offers) -> str:
     return f"{target.label}; no /status"
 
 
+def take_signals() -> None:
+    """SIGINT and SIGTERM both stop a run as Ctrl-C does (KeyboardInterrupt: every
+    started server, container and suite process is ended on the way out).
+
+    Set whatever was inherited: a job cancelled by a CI runner gets SIGTERM, whose
+    default would end the validator at once and orphan its children; and a shell
+    that starts a command in the background without job control starts it with
+    SIGINT ignored, which Python keeps, so a plain ``kill -INT`` did nothing (this
+    is why the interrupted-run test once ran on for 30 s and more)."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.default_int_handler)
+
+
+class HeldSignals:
+    """While held, SIGINT and SIGTERM are noted instead of raised, so that releasing
+    what a run started (the server container, above all) is never cut short; on
+    release, a noted one is raised then."""
+
+    def __init__(self) -> None:
+        self.noted: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def hold(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._note)
+
+    def _note(self, signum: int, frame: object) -> None:
+        self.noted = signum
+
+    def release(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+        if self.noted is not None:
+            self.noted = None
+            raise KeyboardInterrupt
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    take_signals()
     try:
         return validate(args)
     except KeyboardInterrupt:
@@ -131,7 +171,9 @@ def validate(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         return _fail(str(exc))
     started, t0 = datetime.now(UTC), time.monotonic()
+    held = HeldSignals()
     with ExitStack() as stack:
+        stack.callback(held.release)  # last: after everything else is released
         try:
             target = stack.enter_context(open_target(args))
             offers = probe(target.server.ws_url, target.server.http_url,
@@ -149,6 +191,7 @@ def validate(args: argparse.Namespace) -> int:
                          offers=offers, thresholds=thresholds,
                          started=started.strftime("%Y-%m-%d %H:%M:%S"))
         progress = stack.enter_context(Progress())
+        stack.callback(held.hold)  # first: the releases below are not interrupted
         try:
             _phases(run, target, phases, folder, progress)
         except suite.SuiteError as exc:

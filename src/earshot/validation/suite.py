@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
@@ -25,11 +26,13 @@ from pathlib import Path
 from typing import Any
 
 from earshot.plugin import INNER_SESSION_ARGS
+from earshot.testing import leaks
 
 ROOT = Path(__file__).resolve().parents[3]
 SUITE = ROOT / "integration"
 NOT_OFFERED = "not offered: "
 POLL_SECONDS = 0.25  # how often the progress file is read while pytest runs
+STOP_GRACE_SECONDS = 60.0  # an interrupted suite's time to tear down before SIGKILL
 
 
 class SuiteError(RuntimeError):
@@ -108,8 +111,10 @@ def run(pytest_args: Sequence[str], workdir: Path, *,
     pending = ""
     with open(workdir / "suite.log", "w", encoding="utf-8") as log, \
             open(events, encoding="utf-8") as feed:
+        # A session of its own: a Ctrl-C at the terminal reaches the validator only,
+        # which stops the suite once, in stop() (two SIGINTs would cut pytest's teardown).
         process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log,
-                                   stderr=subprocess.STDOUT)
+                                   stderr=subprocess.STDOUT, start_new_session=True)
         try:
             while True:
                 done = _wait(process, POLL_SECONDS)
@@ -123,15 +128,31 @@ def run(pytest_args: Sequence[str], workdir: Path, *,
                 if done:
                     break
         finally:
-            if process.poll() is None:  # interrupted: the suite's own teardown runs
-                process.terminate()
-                _wait(process, 60) or process.kill()
-                process.wait()
+            if process.poll() is None:  # interrupted, or the validator failed
+                stop(process)
     result = SuiteResult(list(tests.values()), process.returncode, _seed(workdir / "suite.log"))
     if process.returncode not in (0, 1):
         raise SuiteError(f"the suite did not run to its end: pytest exited "
                          f"{process.returncode} (see {workdir / 'suite.log'})")
     return result
+
+
+def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
+    """End the suite's pytest, whatever happens meanwhile.
+
+    SIGINT first: pytest stops as on Ctrl-C and tears its fixtures down (its servers,
+    containers and temp dirs go). If it has not ended within ``grace`` seconds, or
+    another interrupt comes while it winds down, SIGKILL; what it then leaves (its
+    containers, its temp dirs: their owner is dead) is swept. It has always ended
+    when this returns, and a second interrupt is raised only after that."""
+    try:
+        process.send_signal(signal.SIGINT)
+        _wait(process, grace)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+            leaks.Leftovers.orphans().remove()
 
 
 def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
