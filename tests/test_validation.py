@@ -269,6 +269,147 @@ def test_a_failed_stream_fails_its_checks_instead_of_passing_them(tmp_path) -> N
     assert not checks["clips.max_wer"].passed and checks["clips.max_wer"].measured is None
 
 
+# -- the verdict at each threshold's limit --------------------------------------------
+
+
+def _measured_run(thresholds_file: Path) -> report.Run:
+    """A run in which every threshold measures something above zero (a word wrong in
+    each clip, one failed core and one failed extension check), so that each can be
+    put just past its limit in either direction."""
+    results = suite.SuiteResult([
+        suite.TestResult("t.py::core", [], "failed", "3 words lost"),
+        suite.TestResult("t.py::ext", ["status"], "failed", "no /status"),
+        suite.TestResult("t.py::fine", [], "passed")])
+    off = "and so my fellow citizens"  # 1 word of 5 wrong: WER 0.2
+    return _run(thresholds=load(thresholds_file), suite=results,
+                clips=[_stream("a.wav", final=True, text=off),
+                       _stream("b.wav", final=True, first_text=1.5, final_after=0.4)],
+                concurrency=[_stream("a.wav", final=True, text=off)] * 4,
+                network=[_stream("a.wav", final=True, final_after=0.7, text=off)],
+                container={"cpu_seconds": 12.0, "peak_memory_mib": 300.0})
+
+
+def _thresholds(tmp_path: Path, name: str, limit: float, **others: float) -> Path:
+    """validation.toml with ``name`` at ``limit``, ``others`` (section__key) as given, and
+    every other threshold lenient."""
+    import tomllib
+
+    data = tomllib.loads(TOML.read_text())
+    for section, values in data.items():
+        for key in values:
+            if key.startswith(("max_", "min_")):
+                values[key] = others.get(f"{section}__{key}",
+                                         10 ** 6 if key.startswith("max_") else 0)
+    section, key = name.split(".")
+    data[section][key] = limit
+    path = tmp_path / f"{name}.toml"
+    path.write_text("".join(f"[{section}]\n" + "".join(f"{k} = {v!r}\n" for k, v in
+                                                       values.items())
+                            for section, values in data.items()))
+    return path
+
+
+@pytest.mark.parametrize("name", [name for name, _, _ in load(TOML).items()])
+def test_each_threshold_holds_at_its_limit_and_fails_just_past_it(tmp_path, name) -> None:
+    """Right at its limit a threshold holds (SHIP, exit 0); a hair past it, the other
+    way for a maximum than for a minimum, it fails (DO NOT SHIP naming it, exit 1)."""
+    spec = next(s for n, s, _ in load(TOML).items() if n == name)
+    measured = report.measured(_measured_run(_thresholds(tmp_path, name, 1)))[name][0]
+    assert measured is not None and measured > 0, name
+    step = 1 if spec.integer else 0.001
+    past = measured - step if spec.kind == "max" else measured + step
+
+    at_limit = tmp_path / "at"
+    at_limit.mkdir()
+    checks = report.write(_measured_run(_thresholds(tmp_path, name, measured)), at_limit)
+    first = (at_limit / "summary.md").read_text().splitlines()[0]
+    assert first == "SHIP: all 12 thresholds hold.", first
+    assert report.exit_status(checks) == 0
+
+    beyond = tmp_path / "past"
+    beyond.mkdir()
+    checks = report.write(_measured_run(_thresholds(tmp_path, name, past)), beyond)
+    first = (beyond / "summary.md").read_text().splitlines()[0]
+    assert first.startswith(f"DO NOT SHIP: {name} is "), first
+    assert [c.name for c in checks if not c.passed] == [name]
+    assert report.exit_status(checks) == 1
+    assert json.loads((beyond / "metrics.json").read_text())["verdict"] == first
+
+
+def _passing_suite(**extra: suite.TestResult) -> dict[str, suite.TestResult]:
+    return {"t.py::ok": suite.TestResult("t.py::ok", [], "passed"), **extra}
+
+
+# Each way a run can go wrong, as the Run it gives (with every threshold lenient but
+# the suite's at 0), and the words the verdict must say.
+FAILURES = {
+    "a core check failed": (lambda: dict(suite=suite.finish(_passing_suite(
+        bad=suite.TestResult("t.py::bad", [], "failed", "lost words")), 1, "")),
+        "suite.max_core_failures is 1"),
+    "an extension check failed": (lambda: dict(suite=suite.finish(_passing_suite(
+        bad=suite.TestResult("t.py::bad", ["status"], "failed", "no /status")), 1, "")),
+        "suite.max_extension_failures is 1"),
+    "a test leaked at its teardown": (lambda: dict(suite=suite.finish(_passing_suite(
+        bad=suite.TestResult("t.py::bad", [], "failed", "leaked 1 thread")), 1, "")),
+        "suite.max_core_failures is 1"),
+    "the session left something behind": (lambda: dict(suite=suite.finish(
+        _passing_suite(), 1, "...\nerror: the test session left these behind (now removed):"
+                             "\n  temp dir /tmp/earshot-x-1-y\n")),
+        "suite.max_core_failures is 1"),
+    "a test never reported": (lambda: dict(suite=suite.finish(_passing_suite(
+        cut=suite.TestResult("t.py::cut", [])), 1, "")), "suite.max_core_failures is 1"),
+    "the suite could not run": (lambda: dict(suite=None, phases=("suite", "clips"),
+                                             problems={"suite": "SuiteError: pytest exited 4"}),
+                                "suite.max_core_failures is not measured"),
+    "a phase could not run": (lambda: dict(clips=[], phases=("suite", "clips"),
+                                           problems={"clips": "ClipError: jfk.flac corrupt"}),
+                              "clips.max_wer is not measured"),
+    "a phase gave nothing": (lambda: dict(network=[], phases=("suite", "network")),
+                             "network.max_wer is not measured"),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILURES))
+def test_every_kind_of_failure_counts_against_ship(tmp_path, case) -> None:
+    make, says = FAILURES[case]
+    thresholds = _thresholds(tmp_path, "suite.max_core_failures", 0,
+                             suite__max_extension_failures=0)
+    fields = {"phases": ("suite", "clips", "concurrency", "network"), **make()}
+    run = _run(thresholds=load(thresholds), **fields)
+    checks = report.write(run, tmp_path)
+    first = (tmp_path / "summary.md").read_text().splitlines()[0]
+    assert first.startswith("DO NOT SHIP: ") and says in first, first
+    assert report.exit_status(checks) == 1
+    for phase, why in run.problems.items():
+        assert why in (tmp_path / "summary.md").read_text(), phase
+
+
+def test_a_run_that_checked_nothing_does_not_ship(tmp_path) -> None:
+    checks = report.write(_run(suite=None, clips=[], concurrency=[], network=[],
+                               container=None), tmp_path)
+    assert checks == [] and report.exit_status(checks) == 1
+    assert (tmp_path / "summary.md").read_text().startswith("DO NOT SHIP: no threshold")
+
+
+def test_a_session_that_leaves_something_behind_fails_the_validators_suite(tmp_path) -> None:
+    """End to end: the validator's suite runner on a suite whose only test passes but
+    leaves an earshot temp dir behind, which the leak guard finds at the session's end."""
+    tests = tmp_path / "suite"
+    tests.mkdir()
+    (tests / "test_leaves.py").write_text(
+        "import tempfile\n"
+        "from earshot.testing.leaks import temp_prefix\n\n"
+        "def test_passes_but_leaves_a_dir() -> None:\n"
+        "    tempfile.mkdtemp(prefix=temp_prefix('left'))\n")
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    result = suite.run(["-o", "earshot_leak_guard=true", "-p", "no:randomly"], workdir,
+                       tests_from=tests)
+    assert [t.outcome for t in result.of("passed")] == ["passed"]
+    [session] = result.of("failed", "core")
+    assert session.nodeid == suite.SESSION and "left these behind" in session.message
+
+
 # -- the probe ------------------------------------------------------------------------
 
 
@@ -303,10 +444,11 @@ def test_probe_refuses_an_untestable_target_in_one_line(case, plain_http, keyed_
 # -- the command ----------------------------------------------------------------------
 
 
-def validate(*args: str, reports: Path, timeout: float = 60) -> subprocess.CompletedProcess:
+def validate(*args: str, reports: Path, timeout: float = 60,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "earshot.validation", "--reports",
                            str(reports), *args], capture_output=True, text=True,
-                          timeout=timeout, cwd=ROOT)
+                          timeout=timeout, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
 @pytest.mark.parametrize("case", ["unreachable", "not websocket", "wrong key", "bad toml",
@@ -421,11 +563,31 @@ def _signal_lines(pid: int) -> str:
     return "; ".join(line for line in status.splitlines() if line.startswith("Sig"))
 
 
-def test_a_complete_run_against_a_deployment_writes_the_report(tmp_path, keyed_server) -> None:
+def _one_clip_manifest(tmp_path: Path) -> Path:
+    """The manifest with JFK's clip only: a clips phase of 11 s."""
+    from earshot import audio
+
+    header, *rows = audio.MANIFEST.read_text().splitlines()
+    path = tmp_path / "manifest.tsv"
+    path.write_text("\n".join([header, *[r for r in rows if r.startswith("jfk.flac")]]) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(("limits", "status", "verdict"), [
+    ({}, 0, "SHIP"),
+    ({"clips__max_first_text_s": 0.0}, 1, "DO NOT SHIP"),  # no server gives text at once
+], ids=["within every limit", "a limit missed"])
+def test_a_complete_run_against_a_deployment_writes_the_report(tmp_path, keyed_server, limits,
+                                                              status, verdict) -> None:
+    """End to end: the exit status follows the verdict, which the first line of the
+    output and of the report both say."""
     reports = tmp_path / "reports"
+    config = _thresholds(tmp_path, "clips.max_wer", 10 ** 6, **limits)
     done = validate("--target", keyed_server.ws_url, "--api-key", keyed_server.api_key,
-                    "--phases", "clips", reports=reports, timeout=120)
-    assert done.returncode in (0, 1), done.stderr
+                    "--phases", "clips", "--config", str(config), reports=reports,
+                    timeout=120, env={"EARSHOT_AUDIO_MANIFEST": str(_one_clip_manifest(tmp_path))})
+    assert done.returncode == status, done.stderr
+    assert done.stdout.startswith(f"{verdict}: ")
     [folder] = list(reports.iterdir())
     assert not folder.name.endswith(".incomplete")
     assert done.stdout.splitlines()[0] == (folder / "summary.md").read_text().splitlines()[0]

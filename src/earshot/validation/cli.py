@@ -10,8 +10,9 @@ run the scenario suite in a pytest subprocess; measure clips, concurrent
 streams and network profiles; write the report. The report is assembled in
 ``reports/<time>.incomplete/`` and renamed to ``reports/<time>/`` only when it
 is whole, so an interrupted run leaves a folder marked incomplete, never a
-report that looks finished. Exit 0: SHIP; 1: DO NOT SHIP; 2: the run could
-not be made (bad target, bad thresholds file, the suite could not run).
+report that looks finished. Exit 0: SHIP; 1: DO NOT SHIP (a phase that could
+not run, the suite included, fails its thresholds in the report); 2: the run
+could not be made (bad target, bad thresholds file).
 """
 
 from __future__ import annotations
@@ -161,9 +162,9 @@ def validate(args: argparse.Namespace) -> int:
     phases = [p.strip() for p in args.phases.split(",") if p.strip()]
     unknown = [p for p in phases if p not in PHASES]
     try:
-        if unknown:
-            raise ConfigError(f"--phases: unknown phase {unknown[0]!r} "
-                              f"(known: {', '.join(PHASES)})")
+        if unknown or not phases:
+            raise ConfigError(f"--phases: unknown phase {unknown[0]!r} (known: "
+                              f"{', '.join(PHASES)})" if unknown else "--phases: no phase given")
         if args.target and not args.target.startswith(("ws://", "wss://")):
             raise ConfigError(f"--target must be ws://HOST:PORT or wss://..., "
                               f"not {args.target!r}")
@@ -181,7 +182,7 @@ def validate(args: argparse.Namespace) -> int:
         except (TargetError, ValueError) as exc:
             return _fail(str(exc))
         except Exception as exc:  # the image would not build, the container not start
-            return _fail(f"{type(exc).__name__}: {str(exc).strip().splitlines()[0]}")
+            return _fail(_why(exc))
         stamp = started.strftime("%Y-%m-%dT%H-%M-%SZ")
         folder = args.reports / f"{stamp}.incomplete"
         folder.mkdir(parents=True)
@@ -189,13 +190,11 @@ def validate(args: argparse.Namespace) -> int:
         run = report.Run(target=args.target or ("peer" if args.peer else "container"),
                          server=server_words(target, offers), machine=machine.describe(),
                          offers=offers, thresholds=thresholds,
-                         started=started.strftime("%Y-%m-%d %H:%M:%S"))
+                         started=started.strftime("%Y-%m-%d %H:%M:%S"), phases=tuple(phases))
         progress = stack.enter_context(Progress())
         stack.callback(held.hold)  # first: the releases below are not interrupted
         try:
             _phases(run, target, phases, folder, progress)
-        except suite.SuiteError as exc:
-            return _fail(str(exc))
         except KeyboardInterrupt:
             print(f"interrupted: the partial report stays in {folder}", file=sys.stderr)
             return 130
@@ -206,7 +205,23 @@ def validate(args: argparse.Namespace) -> int:
         folder.rename(final)
     print(report.verdict(checks))
     print(f"report: {final}/summary.md (and summary.html, metrics.json, junit.xml, plots)")
-    return 0 if all(c.passed for c in checks) else 1
+    return report.exit_status(checks)
+
+
+@contextmanager
+def _phase(run: report.Run, name: str) -> Iterator[None]:
+    """Run one phase; one that fails to run is noted in the report (its thresholds then
+    fail, saying why) and the run goes on with the next."""
+    try:
+        yield
+    except Exception as exc:  # the report says what went wrong; the verdict counts it
+        run.problems[name] = _why(exc)
+
+
+def _why(exc: Exception) -> str:
+    """An exception in one line: its type and the first line of its text."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
 
 
 def _phases(run: report.Run, target: Target, phases: list[str], folder: Path,
@@ -216,27 +231,36 @@ def _phases(run: report.Run, target: Target, phases: list[str], folder: Path,
     if "suite" in phases:
         # The key travels in the suite's environment, not its argv (which ps shows).
         key = {"EARSHOT_TEST_API_KEY": target.server.api_key} if target.server.api_key else {}
-        run.suite = progress.suite(lambda on_event, poll: suite.run(
-            target.suite_args, folder, on_event=on_event, poll=poll, env=key))
-    needs_clips = [p for p in phases if p != "suite"]
-    if not needs_clips:
+        with _phase(run, "suite"):
+            run.suite = progress.suite(lambda on_event, poll: suite.run(
+                target.suite_args, folder, on_event=on_event, poll=poll, env=key))
+    measuring = [p for p in phases if p != "suite"]
+    if not measuring:
         return
-    clips = measure.load_clips()
+    try:
+        clips, why = measure.load_clips(), "the manifest lists no clip"
+    except Exception as exc:  # e.g. a clip neither in the mirror nor downloadable
+        clips, why = [], _why(exc)
+    if not clips:  # every measuring phase streams clips: none of them can run
+        run.problems.update({name: f"loading the clips: {why}" for name in measuring})
+        return
     stats = measure.ContainerStats(target.container_id) if target.container_id else None
     with stats or ExitStack():
         if "clips" in phases:
-            with progress.phase("clips at real time", len(clips)) as step:
+            with _phase(run, "clips"), progress.phase("clips at real time", len(clips)) as step:
                 run.clips = asyncio.run(measure.clips_phase(
                     url, clips, headers, lambda s: step(s.clip)))
         n = int(run.thresholds["run.concurrent_streams"])
         if "concurrency" in phases:
-            with progress.phase(f"{n} concurrent streams", 1) as step:
+            with _phase(run, "concurrency"), \
+                    progress.phase(f"{n} concurrent streams", 1) as step:
                 run.concurrency = asyncio.run(measure.concurrency_phase(url, clips, n, headers))
                 step("done")
         if "network" in phases:
             per = int(run.thresholds["run.streams_per_profile"])
             scheme = "wss" if url.startswith("wss") else "ws"
-            with progress.phase("network profiles", len(PROFILES)) as step:
+            with _phase(run, "network"), \
+                    progress.phase("network profiles", len(PROFILES)) as step:
                 run.network = asyncio.run(measure.network_phase(
                     target.server.host, target.server.port, clips[0], per, headers, scheme,
                     step))

@@ -61,6 +61,8 @@ class Run:
     container: dict[str, float | None] | None = None  # cpu_seconds, peak_memory_mib
     started: str = ""
     seconds: float = 0.0
+    phases: tuple[str, ...] = ()  # the phases asked for: each must give its thresholds
+    problems: dict[str, str] = field(default_factory=dict)  # phase -> why it could not run
 
 
 def _worst(values: Sequence[float | None], fn=max) -> float | None:
@@ -105,23 +107,44 @@ def measured(run: Run) -> dict[str, tuple[float | None, str]]:
 
 
 def evaluate(run: Run) -> list[Check]:
-    """A check per threshold whose phase ran (the container's only on a container)."""
+    """A check per threshold of each phase asked for (the container's only on a
+    container). A phase that could not run, or gave nothing to measure, fails its
+    thresholds, with the reason as the note."""
     found = measured(run)
     checks = []
     for name, spec, limit in run.thresholds.items():
-        if name not in found:
+        section = name.split(".")[0]
+        if name in found:
+            value, note = found[name]
+            if value is None and not note:
+                note = "not measured: a stream failed (see metrics.json)"
+        elif section in run.phases:
+            value = None
+            why = run.problems.get(section)
+            note = f"not measured: the phase could not run: {why}" if why else (
+                "not measured: the phase gave nothing to measure")
+        else:
             continue
-        value, note = found[name]
-        if value is None and not note:
-            note = "not measured: a stream failed (see metrics.json)"
         checks.append(Check(name, spec.unit, spec.meaning, limit, spec.kind, value, note))
     return checks
 
 
+def ships(checks: Sequence[Check]) -> bool:
+    """SHIP: something was checked, and every check holds."""
+    return bool(checks) and all(c.passed for c in checks)
+
+
+def exit_status(checks: Sequence[Check]) -> int:
+    """The validator's exit status for ``checks``: 0 for SHIP, 1 for DO NOT SHIP."""
+    return 0 if ships(checks) else 1
+
+
 def verdict(checks: Sequence[Check]) -> str:
-    failed = [c for c in checks if not c.passed]
-    if not failed:
+    if ships(checks):
         return f"SHIP: all {len(checks)} thresholds hold."
+    if not checks:
+        return "DO NOT SHIP: no threshold was checked."
+    failed = [c for c in checks if not c.passed]
     return "DO NOT SHIP: " + "; ".join(_failure(c) for c in failed) + "."
 
 
@@ -146,6 +169,7 @@ def metrics(run: Run, checks: Sequence[Check]) -> dict[str, Any]:
         "target": run.target, "server": run.server, "machine": run.machine,
         "started": run.started, "seconds": round(run.seconds, 1),
         "thresholds_file": str(run.thresholds.path),
+        "phases": list(run.phases), "problems": run.problems,
         "checks": [{"name": c.name, "unit": c.unit, "limit": c.limit, "kind": c.kind,
                     "measured": c.measured, "passed": c.passed, "note": c.note}
                    for c in checks],
@@ -170,6 +194,9 @@ def summary_rows(run: Run, checks: Sequence[Check]) -> dict[str, list[list[str]]
     tables["Thresholds"] = [["check", "measured", "limit", "unit", "result", "note"]] + [
         [c.name, _fmt(c.measured), ("<= " if c.kind == "max" else ">= ") + _fmt(c.limit),
          c.unit, "pass" if c.passed else "FAIL", c.note] for c in checks]
+    if run.problems:
+        tables["Phases that could not run"] = [["phase", "why"]] + [
+            [phase, _short(why)] for phase, why in run.problems.items()]
     tables["Extensions (found by probing)"] = [["extension", "offered", "what the probe saw"]] + [
         [name, "yes" if name in run.offers.offered else "not offered",
          run.offers.seen.get(name, "")] for name in EXTENSIONS]
@@ -252,7 +279,7 @@ def _md_row(cells: Sequence[str]) -> str:
 
 def html_page(run: Run, checks: Sequence[Check]) -> str:
     e = html.escape
-    ship = all(c.passed for c in checks)
+    ship = ships(checks)
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>earshot validation</title>",
         "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;"

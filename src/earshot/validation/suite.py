@@ -10,7 +10,10 @@ Each test ends as one of: ``passed``; ``failed`` (a core check when it has no
 ``extension`` marker, else an extension check); ``not offered`` (skipped
 because the server lacks an extension it needs); ``not run`` (skipped for
 another reason, e.g. it needs a server of its own and the target is a
-deployment).
+deployment). Failures the tests alone do not show count as failed too: a test
+collected that never reported (the suite ended first), and a session that
+pytest failed at its end with every test passed (the leak guard found what the
+session left behind): that one is the core check ``(the session)``.
 """
 
 from __future__ import annotations
@@ -39,11 +42,15 @@ class SuiteError(RuntimeError):
     """The suite could not run to its end (not: some tests failed)."""
 
 
+SESSION = "(the session)"  # the check a session that failed at its end fails
+PENDING = "pending"  # collected, no result yet
+
+
 @dataclass
 class TestResult:
     nodeid: str
     extensions: list[str]
-    outcome: str = "not run"  # passed | failed | not offered | not run
+    outcome: str = PENDING  # passed | failed | not offered | not run (| pending)
     message: str = ""
     seconds: float = 0.0
 
@@ -97,13 +104,13 @@ def _plain(message: str) -> str:
 def run(pytest_args: Sequence[str], workdir: Path, *,
         on_event: Callable[[dict[str, Any]], None] = lambda event: None,
         poll: Callable[[], None] = lambda: None,
-        env: Mapping[str, str] | None = None) -> SuiteResult:
-    """Run the suite with ``pytest_args`` (the target's options) and ``env`` added to
-    the environment; JUnit XML and the pytest log go to ``workdir``. ``poll`` is
-    called while waiting (progress)."""
+        env: Mapping[str, str] | None = None, tests_from: Path = SUITE) -> SuiteResult:
+    """Run the suite (``tests_from``: earshot's scenario suite) with ``pytest_args``
+    (the target's options) and ``env`` added to the environment; JUnit XML and the
+    pytest log go to ``workdir``. ``poll`` is called while waiting (progress)."""
     events = workdir / "events.jsonl"
     events.touch()
-    command = [sys.executable, "-m", "pytest", str(SUITE), "-p", "earshot.validation.events",
+    command = [sys.executable, "-m", "pytest", str(tests_from), "-p", "earshot.validation.events",
                f"--junitxml={workdir / 'junit.xml'}", "-o", "junit_family=xunit1",
                "-p", "no:cacheprovider", *INNER_SESSION_ARGS, *pytest_args]
     env = {**os.environ, **(env or {}), "EARSHOT_VALIDATION_EVENTS": str(events)}
@@ -130,11 +137,28 @@ def run(pytest_args: Sequence[str], workdir: Path, *,
         finally:
             if process.poll() is None:  # interrupted, or the validator failed
                 stop(process)
-    result = SuiteResult(list(tests.values()), process.returncode, _seed(workdir / "suite.log"))
+    log_path = workdir / "suite.log"
     if process.returncode not in (0, 1):
         raise SuiteError(f"the suite did not run to its end: pytest exited "
-                         f"{process.returncode} (see {workdir / 'suite.log'})")
-    return result
+                         f"{process.returncode} (see {log_path})")
+    log_text = log_path.read_text(encoding="utf-8", errors="replace")
+    return finish(tests, process.returncode, log_text)
+
+
+def finish(tests: dict[str, TestResult], exit_code: int, log: str) -> SuiteResult:
+    """The suite's result once pytest has ended with ``exit_code`` and written ``log``."""
+    results = list(tests.values())
+    for test in results:
+        if test.outcome == PENDING:
+            test.outcome = "failed"
+            test.message = "no result: the suite ended before this test reported"
+    if exit_code == 1 and not any(t.outcome == "failed" for t in results):
+        why = next((line.strip() for line in log.splitlines()
+                    if line.startswith("error: ")), "")
+        results.append(TestResult(SESSION, [], "failed", (
+            f"pytest failed the session at its end with every test passed: {why}"
+            if why else "pytest exited 1 with every test passed (see suite.log)")))
+    return SuiteResult(results, exit_code, _seed(log))
 
 
 def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) -> None:
@@ -163,8 +187,8 @@ def _wait(process: subprocess.Popen[bytes], seconds: float) -> bool:
         return False
 
 
-def _seed(log: Path) -> str | None:
-    for line in log.read_text(encoding="utf-8", errors="replace").splitlines()[:30]:
+def _seed(log: str) -> str | None:
+    for line in log.splitlines()[:30]:
         if "randomly-seed=" in line:
             return line.split("randomly-seed=")[1].split()[0]
     return None
