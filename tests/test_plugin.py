@@ -68,7 +68,8 @@ def test_the_entry_point_registers_the_plugin() -> None:
     assert [e.value for e in found] == ["earshot.plugin"]
 
 
-def test_a_project_that_asks_for_nothing_sees_no_change(pytester: pytest.Pytester) -> None:
+def test_a_project_that_asks_for_nothing_sees_no_change(pytester: pytest.Pytester,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     """The same outcomes, the same fixtures set up for each test (setup plan),
     the same output, with the plugin and without it (``-p no:earshot``); and
     the session-end sweep, which is opt-in, removes nothing."""
@@ -76,7 +77,13 @@ def test_a_project_that_asks_for_nothing_sees_no_change(pytester: pytest.Pyteste
     pytester.makepyfile(test_theirs=FOREIGN_TESTS)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True)
-    looks_orphaned = Path(tempfile.mkdtemp(prefix=f"earshot-server-{int(dead.stdout)}-"))
+    # A temp folder of the inner sessions' own: another session on this machine that
+    # does sweep (rightly) would otherwise remove the orphan-looking dir meanwhile.
+    private_tmp = pytester.path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
+    looks_orphaned = Path(tempfile.mkdtemp(prefix=f"earshot-server-{int(dead.stdout)}-",
+                                           dir=private_tmp))
     try:
         plans = [body(run(pytester, "--setup-plan", *off)) for off in ([], ["-p", "no:earshot"])]
         results = [run(pytester, *off) for off in ([], ["-p", "no:earshot"])]

@@ -483,28 +483,39 @@ STOPS = {
 }
 
 
-def _start_validator(reports: Path, server: LocalServer, phases: str,
-                     wrapper: list[str]) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, *wrapper, "-m", "earshot.validation", "--reports", str(reports),
-         "--target", server.ws_url, "--api-key", server.api_key or "", "--phases", phases],
-        cwd=ROOT, stderr=subprocess.PIPE, text=True)
+def _start_validator(tmp_path: Path, server: LocalServer, phases: str,
+                     wrapper: list[str]) -> subprocess.Popen[bytes]:
+    """The validator on ``server``, its reports in tmp_path/reports, its stderr (what it
+    says while it stops) in tmp_path/stderr."""
+    with open(tmp_path / "stderr", "wb") as err:
+        return subprocess.Popen(
+            [sys.executable, *wrapper, "-m", "earshot.validation", "--reports",
+             str(tmp_path / "reports"), "--target", server.ws_url,
+             "--api-key", server.api_key or "", "--phases", phases],
+            cwd=ROOT, stderr=err)
 
 
-def _stopped(process: subprocess.Popen[str], signals: list[int]) -> str:
-    """Send ``signals`` one after another; the validator must end within 30 s (it takes
-    about a second; the bound is for a loaded machine). Returns its stderr."""
+def _stopped(process: subprocess.Popen[bytes], signals: list[int], tmp_path: Path) -> str:
+    """Send ``signals``, each after the validator said it is stopping (signals sent at
+    once would merge into one); it must end within 60 s of the last (it takes a second
+    or two; the suite's own teardown and a loaded machine take more). Its stderr."""
     disposition = _signal_lines(process.pid)
+    stderr = tmp_path / "stderr"
     try:
-        for sig in signals:
+        for n, sig in enumerate(signals):
+            if n:
+                eventually(lambda: stderr.read_text(), lambda text: "stopping" in text,
+                           timeout=30, description="the validator to say it is stopping")
             process.send_signal(sig)
-        _, err = process.communicate(timeout=30)
+        process.wait(timeout=60)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"the validator ran on 30 s after {signals}; its signals: {disposition}")
+        pytest.fail(f"the validator ran on 60 s after {signals}; its signals: {disposition}; "
+                    f"it said: {stderr.read_text()}")
     finally:
         if process.poll() is None:
             process.kill()
-            process.communicate()
+            process.wait()
+    err = stderr.read_text()
     assert process.returncode == 130, f"{err}\nits signals: {disposition}"
     return err
 
@@ -514,12 +525,12 @@ def test_an_interrupted_run_leaves_only_a_report_marked_incomplete(tmp_path, key
                                                                    how) -> None:
     wrapper, signals = STOPS[how]
     reports = tmp_path / "reports"
-    process = _start_validator(reports, keyed_server, "clips", wrapper)
+    process = _start_validator(tmp_path, keyed_server, "clips", wrapper)
     try:
         folder = eventually(lambda: list(reports.glob("*")), bool, timeout=30,
                             description="the report folder to be made")[0]
     finally:
-        _stopped(process, signals)
+        _stopped(process, signals, tmp_path)
     assert [p.name for p in reports.iterdir()] == [folder.name]
     assert folder.name.endswith(".incomplete") and (folder / "INCOMPLETE").exists()
     assert not (folder / "summary.md").exists()
@@ -541,7 +552,7 @@ def test_a_run_stopped_during_the_suite_leaves_no_suite_process(tmp_path, keyed_
     """The suite's pytest is stopped with the validator, never orphaned: on SIGTERM (a
     cancelled CI job) and on a second Ctrl-C while the suite winds down."""
     reports = tmp_path / "reports"
-    process = _start_validator(reports, keyed_server, "suite", [])
+    process = _start_validator(tmp_path, keyed_server, "suite", [])
     try:
         folder = eventually(lambda: list(reports.glob("*")), bool, timeout=30,
                             description="the report folder to be made")[0]
@@ -551,7 +562,7 @@ def test_a_run_stopped_during_the_suite_leaves_no_suite_process(tmp_path, keyed_
                    description="the suite's first test to start")
         assert _suite_processes(folder), "no suite process to stop"
     finally:
-        _stopped(process, signals)
+        _stopped(process, signals, tmp_path)
     assert _suite_processes(folder) == []
     if len(signals) == 1:  # stopped as on Ctrl-C, so its fixtures tore down: not killed
         assert "KeyboardInterrupt" in (folder / "suite.log").read_text()

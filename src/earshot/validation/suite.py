@@ -171,6 +171,8 @@ def stop(process: subprocess.Popen[bytes], grace: float = STOP_GRACE_SECONDS) ->
     when this returns, and a second interrupt is raised only after that."""
     try:
         process.send_signal(signal.SIGINT)
+        print(f"stopping the scenario suite (at most {grace:g} s; interrupt again to kill "
+              "it now)", file=sys.stderr, flush=True)
         _wait(process, grace)
     finally:
         if process.poll() is None:
