@@ -264,11 +264,14 @@ async def test_a_new_session_without_resume_continues_the_timeline(forgetful_ser
 
 @pytest.fixture
 async def twice_lost_server() -> AsyncIterator[tuple[str, list[int]]]:
-    """Stand-in: the first session drops after 5 audio frames; the second ends (1011)
-    right after SERVER_READY, so the client loses it while it replays; the third
-    counts every sample it gets until END_OF_AUDIO, then finishes. Nothing is ever
-    completed, so all the audio stays unconfirmed. Yields the URL and the samples
-    each session received."""
+    """Stand-in: the first session is lost (the connection dropped, no close
+    handshake) after 5 audio frames; the second right after SERVER_READY, so the
+    client loses it while it replays; the third counts every sample it gets until
+    END_OF_AUDIO, then finishes. Nothing is ever completed, so all the audio stays
+    unconfirmed. Yields the URL and the samples each session received.
+
+    (A close handshake here would stall: a handler that stops reading leaves the
+    client's close frame queued behind its audio until the close timeout.)"""
     received: list[int] = []
 
     async def handler(ws) -> None:
@@ -277,12 +280,12 @@ async def twice_lost_server() -> AsyncIterator[tuple[str, list[int]]]:
         received.append(0)
         await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "x"}))
         if session == 1:
-            await ws.close(1011, "lost again")
+            ws.transport.abort()  # lost again, while the client replays
             return
         while (frame := await ws.recv()) != b"END_OF_AUDIO":
             received[session] += len(frame) // 4
             if session == 0 and received[session] >= 5 * 1600:
-                await ws.close(1011, "lost")
+                ws.transport.abort()  # lost
                 return
         await ws.send(json.dumps({"uid": uid, "message": "END_OF_TRANSCRIPT"}))
         await ws.close()

@@ -6,6 +6,7 @@ repository's root conftest, so it gets exactly the plugins a real suite gets.
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -22,11 +23,17 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
-def suite(pytester: pytest.Pytester):
-    """A pytester with earshot's root conftest and fixture plugins."""
+def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
+    """A pytester with earshot's root conftest and fixture plugins, whose inner sessions
+    keep their temp dirs in a folder of their own (TMPDIR): what they leave, find and
+    sweep there, no other session on this machine sees or sweeps, and the other way
+    round."""
     for name in ("conftest.py", "pyproject.toml"):  # the suite's own plugins and settings
         shutil.copy(ROOT / name, pytester.path / name)
     shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
+    private_tmp = pytester.path / "tmp"
+    private_tmp.mkdir()
+    monkeypatch.setenv("TMPDIR", str(private_tmp))
     return pytester
 
 
@@ -114,7 +121,7 @@ def test_leaves_a_temp_dir():
     result.stdout.fnmatch_lines(["*the test session left these behind*",
                                  "*temp dir *earshot-left-*"])
     assert result.ret == pytest.ExitCode.TESTS_FAILED
-    assert not list(Path(tempfile.gettempdir()).glob("earshot-left-*"))
+    assert not list(Path(os.environ["TMPDIR"]).glob("earshot-left-*"))
 
 
 def test_a_leaked_server_session_fails_and_is_named(suite) -> None:
@@ -213,7 +220,8 @@ def test_a_killed_sessions_leftovers_are_swept_by_the_next(suite, tmp_path) -> N
     finished = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                               capture_output=True, text=True, check=True)
     dead_pid = int(finished.stdout)  # exited and reaped: no longer alive
-    left = Path(tempfile.mkdtemp(prefix=f"earshot-server-{dead_pid}-"))
+    left = Path(tempfile.mkdtemp(prefix=f"earshot-server-{dead_pid}-",
+                                 dir=os.environ["TMPDIR"]))
     result = run(suite, "def test_nothing():\n    pass\n")
     result.assert_outcomes(passed=1)
     result.stdout.fnmatch_lines(["*removed what earlier, killed sessions left*",
