@@ -42,6 +42,41 @@ def test_the_container_is_labelled_and_published_on_loopback_only(server, server
     assert server.ws_url == f"ws://127.0.0.1:{server.port}"
 
 
+def test_the_server_runs_as_an_unprivileged_user(server, server_image) -> None:
+    """The image's user is not root, and the server process runs as it."""
+    wrapped = server.get_wrapped_container()
+    assert wrapped.attrs["Config"]["User"] not in ("", "0", "root")
+    code, out = wrapped.exec_run(["id", "-u"])
+    assert code == 0 and int(out) != 0, out
+    code, out = wrapped.exec_run(["sh", "-c", "ps -o user= -p 1 || stat -c %u /proc/1"])
+    assert code == 0 and out.strip() not in (b"root", b"0"), out
+
+
+def test_start_returns_once_readyz_answers_200_with_the_model_loaded(server_image) -> None:
+    """Readiness is /readyz answering 200, which the server does once its model is
+    loaded: the moment start() returns, both hold."""
+    with WhisperLiveContainer(server_image) as fresh:
+        assert fresh.get("/readyz")[0] == 200
+        status = fresh.server_status()
+        assert status["model"] and status["device"] == "cpu"
+
+
+def test_a_server_never_ready_fails_at_its_deadline_saying_what_was_awaited(
+        server_image) -> None:
+    """A server that never answers /readyz (here: it listens on another port) fails
+    start() at startup_timeout, naming what was awaited, its state and its logs."""
+    started = time.monotonic()
+    with pytest.raises(ContainerNotReady) as caught, WhisperLiveContainer(
+        server_image, port=9091, startup_timeout=3
+    ):
+        pass
+    took = time.monotonic() - started
+    message = str(caught.value)
+    assert "not ready within 3 s" in message and "GET /readyz answering 200" in message
+    assert "(status running" in message and "listening" in message
+    assert took < 30, f"gave up after {took:.1f} s, not at its 3 s deadline"
+
+
 async def test_stop_drains_the_session_and_exits_0(container) -> None:
     async with connect(container.ws_url, additional_headers=container.auth_headers()) as ws:
         await ws.send(json.dumps(wire.config(uid=wire.uid("drained"))))
@@ -65,12 +100,17 @@ async def test_stop_drains_the_session_and_exits_0(container) -> None:
 
 
 async def test_restart_keeps_serving_on_the_same_url(container) -> None:
+    """After a restart and after kill then start, Docker publishes the server on the
+    same host port, on loopback only (asked of Docker each time, not of the object)."""
     samples, url, headers = audio.load_clip(JFK), container.ws_url, container.auth_headers()
+    published = [{"HostIp": "127.0.0.1", "HostPort": str(container.port)}]
     first = await wire.stream(url, samples, speed=None, headers=headers)
     await asyncio.to_thread(container.restart)
+    assert container.port_bindings() == published
     second = await wire.stream(url, samples, speed=None, headers=headers)
     await asyncio.to_thread(container.kill)
     await asyncio.to_thread(container.start)
+    assert container.port_bindings() == published
     third = await wire.stream(url, samples, speed=None, headers=headers)
     assert container.ws_url == url
     assert first.final and second.final and third.final
@@ -79,10 +119,12 @@ async def test_restart_keeps_serving_on_the_same_url(container) -> None:
 
 
 def test_stopped_container_starts_again(container) -> None:
+    published = [{"HostIp": "127.0.0.1", "HostPort": str(container.port)}]
     assert container.stop() == 0
     assert container.exit_code() == 0
     container.start()
     assert container.get("/readyz")[0] == 200
+    assert container.port_bindings() == published
 
 
 def test_containers_are_labelled_and_removed(server_image: str) -> None:
@@ -94,13 +136,18 @@ def test_containers_are_labelled_and_removed(server_image: str) -> None:
 
 
 def test_a_server_that_cannot_start_fails_with_its_logs(server_image: str) -> None:
+    """It gives up as soon as the container exits, long before its 60 s deadline."""
+    started = time.monotonic()
     with pytest.raises(ContainerNotReady) as caught, WhisperLiveContainer(
         server_image, device="tpu"
     ):
         pass
+    took = time.monotonic() - started
     message = str(caught.value)
-    assert "exited with 2" in message
+    assert "exited with 2 while awaiting GET /readyz answering 200" in message
+    assert "(status exited" in message
     assert "--device: unknown device 'tpu'" in message
+    assert took < 30, f"gave up after {took:.1f} s: it waited for the deadline"
 
 
 def test_pause_kill_and_their_effects(container) -> None:

@@ -108,6 +108,7 @@ class ReadyzWaitStrategy(HttpWaitStrategy):
     def __init__(self, port: int = PORT, path: str = "/readyz") -> None:
         super().__init__(port, path)
         self.with_poll_interval(POLL_INTERVAL)
+        self.awaits = f"GET {path} answering 200"  # what a failure says it waited for
         self._target: WaitStrategyTarget | None = None
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
@@ -233,12 +234,15 @@ class ServerContainer(DockerContainer, HttpEndpoints):
     @contextmanager
     def _failing_with_logs(self) -> Iterator[None]:
         """A readiness failure as ContainerNotReady: what was awaited, state and logs."""
+        awaited = getattr(self._readiness, "awaits", "readiness")
         try:
             yield
         except ContainerExited as exc:
-            raise ContainerNotReady(self._report(str(exc))) from None
+            raise ContainerNotReady(self._report(f"{exc} while awaiting {awaited}")) from None
         except TimeoutError as exc:
-            raise ContainerNotReady(self._report(f"was not ready in time: {exc}")) from None
+            raise ContainerNotReady(self._report(
+                f"was not ready within {self.startup_timeout:g} s (awaiting {awaited}): {exc}"
+            )) from None
 
     def _report(self, what: str) -> str:
         container = self._require()

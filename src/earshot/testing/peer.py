@@ -139,6 +139,7 @@ class HandshakeWaitStrategy(WaitStrategy):
         self.with_poll_interval(POLL_INTERVAL)
         self._port = port
         self._headers = dict(headers or {})
+        self.awaits = "a WebSocket handshake"  # what a failure says it waited for
 
     def wait_until_ready(self, container: WaitStrategyTarget) -> None:
         url = f"ws://{container.get_container_host_ip()}:{container.get_exposed_port(self._port)}"
