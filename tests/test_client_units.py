@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 
 import pytest
 
@@ -58,6 +60,44 @@ async def test_listeners_see_every_transition_and_waiters_wake() -> None:
         await machine.wait_for(S.READY, timeout=0.05)
 
 
+async def test_a_waiter_wakes_once_its_state_is_reached_through_others() -> None:
+    machine = StateMachine()
+    waiter = asyncio.create_task(machine.wait_for(S.READY, timeout=5))
+    await asyncio.sleep(0)  # let it start waiting (a turn of the loop, not a wait for time)
+    for state in (S.CONNECTING, S.CONNECTED):
+        machine.move(state)
+        await asyncio.sleep(0)
+        assert not waiter.done()  # a change to another state does not end the wait
+    machine.move(S.READY)
+    await asyncio.wait_for(waiter, 1)
+
+
+async def test_every_transition_is_recorded_with_its_reason() -> None:
+    machine = StateMachine()
+    machine.move(S.CONNECTING, "connect() called")
+    machine.move(S.DISCONNECTED, "refused")
+    machine.move(S.CONNECTING)
+    assert [(t.old, t.new, t.reason) for t in machine.history] == [
+        (S.DISCONNECTED, S.CONNECTING, "connect() called"),
+        (S.CONNECTING, S.DISCONNECTED, "refused"),
+        (S.DISCONNECTED, S.CONNECTING, ""),  # no reason given: an empty one
+    ]
+    with pytest.raises(IllegalTransition, match=r"CONNECTING -> READY is not allowed \(early\)"):
+        machine.move(S.READY, "early")
+
+
+async def test_a_failing_listener_is_logged_with_its_transition(
+        caplog: pytest.LogCaptureFixture) -> None:
+    machine = StateMachine()
+    machine.add_listener(lambda t: 1 / 0)
+    with caplog.at_level(logging.ERROR, logger="earshot.client"):
+        transition = machine.move(S.CONNECTING, "go")
+    [record] = [r for r in caplog.records if r.name == "earshot.client"]
+    assert record.getMessage() == f"state listener failed on {transition}"
+    assert record.exc_info is not None and record.exc_info[0] is ZeroDivisionError
+    assert machine.state is S.CONNECTING  # the move itself went through
+
+
 def test_throttle_spaces_attempts_on_an_injected_clock() -> None:
     now = [100.0]
     throttle = Throttle(min_interval=2.0, clock=lambda: now[0])
@@ -81,11 +121,31 @@ def test_a_late_start_moves_the_next_slot() -> None:
     assert throttle.reserve() == pytest.approx(2.0)  # 104.5, not 104: 2 s after the start
 
 
+def test_a_start_keeps_the_slots_already_booked_for_later_attempts() -> None:
+    now = [100.0]
+    throttle = Throttle(min_interval=2.0, clock=lambda: now[0])
+    assert throttle.reserve() == 0.0  # slot at 100
+    assert throttle.reserve() == 2.0  # slot at 102, booked before the first one starts
+    throttle.started()  # the first attempt starts on time, at 100
+    assert throttle.reserve() == 4.0  # 104: after the booking at 102, not 2 s after 100
+
+
+def test_an_attempt_started_without_a_booking_spaces_the_next_one() -> None:
+    now = [100.0]
+    throttle = Throttle(min_interval=2.0, clock=lambda: now[0])
+    throttle.started()
+    assert throttle.reserve() == 2.0
+
+
 def test_zero_interval_never_waits() -> None:
     throttle = Throttle()
     assert [throttle.reserve() for _ in range(3)] == [0.0, 0.0, 0.0]
-    with pytest.raises(ValueError):
+
+
+def test_a_negative_interval_is_refused_saying_why() -> None:
+    with pytest.raises(ValueError, match=r"^min_interval must not be negative$"):
         Throttle(-1)
+    assert Throttle(0.0).reserve() == 0.0  # zero is allowed: no spacing at all
 
 
 def test_ids_are_unique_even_in_a_tight_loop() -> None:

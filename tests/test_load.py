@@ -24,9 +24,21 @@ def test_a_snapshot_that_repeats_itself_is_a_loop() -> None:
 
 
 def test_speech_that_repeats_itself_is_not_a_loop() -> None:
-    reference = "one two three four five and again one two three four five"
+    # (words, not numbers: the normaliser turns "one two three four five" into "12345")
+    reference = "ask what you can do and then ask what you can do again"
     assert repeated_run(reference, reference) is None
     assert repeated_run(JFK, JFK) is None
+    # what the reference repeats is allowed; another repeat in the same text is not
+    text = reference + " for your country for your country"
+    assert repeated_run(text, reference) is None  # "for your country" is three words
+    text = reference + " and so my fellow americans and so my fellow americans"
+    assert repeated_run(text, reference) == "and so my fellow americans"
+
+
+def test_a_repeat_that_ends_the_snapshot_is_a_loop() -> None:
+    text = "my fellow Americans ask not what your country ask not what your country"
+    assert repeated_run(text, JFK) == "ask not what your country"
+    assert repeated_run("ask not what your", JFK) is None  # shorter than a run
 
 
 def test_a_clip_with_a_baseline_gets_its_own_bound() -> None:
