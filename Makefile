@@ -96,7 +96,11 @@ mutate: setup
 	@$(PY) -m pip install --quiet 'mutmut==3.8.1'
 	@mkdir -p mutants
 	@echo "==> mutmut run (at most $(MUTATE_TIMEOUT) s; progress in mutants/run.log)"
-	@timeout $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run >mutants/run.log 2>&1; rc=$$?; \
+	@# The tests run in mutants/, a copy of the tree: the clips come from this checkout's
+	@# mirror and cache, which their defaults would look for beside the copy.
+	@export EARSHOT_AUDIO_MIRROR="$${EARSHOT_AUDIO_MIRROR:-$$($(PY) -c 'from earshot.audio import default_mirror as m; print(m() or "")')}"; \
+	export EARSHOT_AUDIO_CACHE="$${EARSHOT_AUDIO_CACHE:-$(CURDIR)/.cache/audio}"; \
+	timeout $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run >mutants/run.log 2>&1; rc=$$?; \
 	    if [ $$rc = 124 ]; then echo "mutate: stopped after $(MUTATE_TIMEOUT) s; run it again to go on"; \
 	    elif [ $$rc != 0 ]; then tail -c 2000 mutants/run.log; exit $$rc; fi
 	$(PY) scripts/mutation_score.py --min $(MUTATE_MIN)

@@ -368,6 +368,11 @@ class WhisperLiveContainer(ServerContainer):
         return container.attrs["NetworkSettings"]["Ports"].get(f"{PORT}/tcp") or []
 
     @releasing
+    def exec(self, command: str | list[str]) -> Any:  # type: ignore[override]
+        """testcontainers' exec (exit code and output), its API connections released."""
+        return super().exec(command)
+
+    @releasing
     def exit_code(self) -> int | None:
         container = self._require()
         container.reload()
