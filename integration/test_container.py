@@ -85,7 +85,7 @@ async def test_stop_drains_the_session_and_exits_0(container) -> None:
 
         def stop() -> None:
             started = time.monotonic()
-            result["code"] = container.stop()
+            result["code"] = container.terminate()
             result["seconds"] = time.monotonic() - started
 
         stopper = threading.Thread(target=stop)
@@ -119,7 +119,7 @@ async def test_restart_keeps_serving_on_the_same_url(container) -> None:
 
 def test_stopped_container_starts_again(container) -> None:
     published = [{"HostIp": "127.0.0.1", "HostPort": str(container.port)}]
-    assert container.stop() == 0
+    assert container.terminate() == 0
     assert container.exit_code() == 0
     container.start()
     assert container.get("/readyz")[0] == 200

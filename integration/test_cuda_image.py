@@ -43,7 +43,7 @@ def test_cuda_without_a_gpu_exits_2_with_one_line(
         labels = server.get_wrapped_container().labels
         code, log = server.exit_code(), server.log_text()
     finally:
-        server.remove()
+        server.stop()
     assert (labels.get(LABEL), labels.get(OWNER)) == ("true", str(os.getpid()))
     assert code == 2
     lines = log.splitlines()

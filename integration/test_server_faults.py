@@ -149,7 +149,7 @@ async def test_stop_drains_clients_each_per_its_policy(controllable_server, clie
     streams = [asyncio.create_task(c.stream(speech, realtime=True)) for c in (patient, plain)]
     await eventually_async(lambda: patient.transcript.completed, timeout=20,
                            description="a completed segment before the stop")
-    assert await asyncio.to_thread(controllable_server.stop) == 0
+    assert await asyncio.to_thread(controllable_server.terminate) == 0
     with pytest.raises(ConnectionLost) as caught:
         await asyncio.wait_for(streams[1], 30)
     assert caught.value.close_code == 1001 and "DISCONNECT" in str(caught.value)

@@ -14,17 +14,18 @@ once per process, or ``WhisperLiveContainer.from_package()``, which prepares,
 builds or reuses the image and returns the container, not yet started.
 
 The host port is picked when the container is first created and stored: it
-stays the same across stop/start, restart and kill/start (Docker would publish
+stays the same across terminate/start, restart and kill/start (Docker would publish
 a new random port at each start), so a URL stays valid, and ``ws_url`` and
 ``http_url`` never ask Docker. Readiness is /readyz answering 200, awaited by
 testcontainers' ``HttpWaitStrategy``, which here also gives up as soon as the
 container exits; a container that does not get ready raises
 ``ContainerNotReady`` with what was awaited, its state and last log lines.
 
-Fault helpers act on the running container: ``stop()`` (SIGTERM, the server
-drains) and ``start()`` again, ``restart()``, ``pause()``/``unpause()`` and
-``kill()``. The container is removed by ``remove()``, which the context manager
-calls on exit. Every container carries the ``org.earshot.managed`` label, so
+Fault helpers act on the running container: ``terminate()`` (SIGTERM, the
+server drains; the container is kept) and ``start()`` again, ``restart()``,
+``pause()``/``unpause()`` and ``kill()``. ``stop()`` keeps testcontainers'
+meaning: it removes the container, as the context manager does on exit. Every
+container carries the ``org.earshot.managed`` label, so
 ``remove_labelled(mine=False)`` can sweep what a crashed run left behind.
 """
 
@@ -218,13 +219,15 @@ class ServerContainer(DockerContainer, HttpEndpoints):
     def _await_ready(self) -> None:
         self._readiness.wait_until_ready(self)
 
-    def remove(self) -> None:
-        """Remove the container whatever its state (what the context manager does)."""
-        super().stop(force=True, delete_volume=True)
+    def stop(self, force: bool = True, delete_volume: bool = True) -> None:
+        """Remove the container whatever its state, as testcontainers' ``stop()`` does
+        (what the context manager does on exit). ``terminate()`` stops the server
+        and keeps the container, to start it again."""
+        super().stop(force=force, delete_volume=delete_volume)
         self._container = None
 
     def __exit__(self, *exc: object) -> None:
-        self.remove()
+        self.stop()
 
     def _require(self):
         if self._container is None:
@@ -335,8 +338,9 @@ class WhisperLiveContainer(ServerContainer):
     # -- faults --------------------------------------------------------------
 
     @releasing
-    def stop(self, timeout: float = 10.0) -> int:  # type: ignore[override]
-        """SIGTERM (the server drains), wait; returns the exit code. Not removed."""
+    def terminate(self, timeout: float = 10.0) -> int:
+        """SIGTERM (the server drains), wait; returns the exit code. The container is
+        kept: ``start()`` runs it again on the same port."""
         container = self._require()
         container.stop(timeout=int(timeout))
         return int(container.wait(timeout=timeout + 5)["StatusCode"])

@@ -110,8 +110,13 @@ class LocalServer(HttpEndpoints):
 
     def restart(self, timeout: float = 10.0) -> None:
         """Stop (draining) and start again on the same port."""
-        self.stop(timeout)
+        self.terminate(timeout)
         self.start()
+
+    def terminate(self, timeout: float = 10.0) -> int | None:
+        """SIGTERM (the server drains), wait; the exit code. ``start()`` runs it again
+        on the same port (the same as ``stop()`` here: a process keeps nothing)."""
+        return self.stop(timeout)
 
     def pause(self) -> None:
         """SIGSTOP: the process freezes; connections stay open but nothing answers."""
