@@ -512,9 +512,11 @@ def _stopped(process: subprocess.Popen[bytes], signals: list[int], tmp_path: Pat
         pytest.fail(f"the validator ran on 60 s after {signals}; its signals: {disposition}; "
                     f"it said: {stderr.read_text()}")
     finally:
-        if process.poll() is None:
+        if process.poll() is None:  # this test failed: nothing of the run may outlive it
             process.kill()
             process.wait()
+            for suite_process in _suite_processes(tmp_path / "reports"):
+                suite_process.kill()
     err = stderr.read_text()
     assert process.returncode == 130, f"{err}\nits signals: {disposition}"
     return err
