@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from earshot import audio
+from earshot.protocol import SAMPLE_RATE
 from earshot.server import decoding, engine
 from earshot.server.window import MAX_WINDOW_SECONDS, WindowSegment
 from earshot.testing.wer import wer
@@ -63,6 +65,117 @@ def test_ordinary_speech_is_not_suspect() -> None:
     items = [seg(0, 8, "And so my fellow Americans ask not what your country can do for you"),
              seg(8, 11, "ask what you can do for your country")]
     assert not decoding.looks_repetitive(items, items)
+
+
+def test_a_span_without_an_opening_timestamp_starts_where_the_last_one_was() -> None:
+    spans, tail = decoding.split_by_timestamps([1, 2, TS + 50, 3, TS + 100, 4], TS, duration=3.0)
+    assert spans == [(0.0, 1.0, [1, 2]), (1.0, 2.0, [3])]
+    assert tail == (2.0, [4])
+
+
+def test_a_span_never_ends_before_it_begins() -> None:
+    spans, tail = decoding.split_by_timestamps([TS + 50, 1, TS + 25], TS, duration=3.0)
+    assert spans == [(1.0, 1.0, [1])] and tail is None
+
+
+def test_a_tail_opened_by_a_timestamp_starts_there() -> None:
+    spans, tail = decoding.split_by_timestamps([TS + 10, 1, TS + 20, TS + 30, 2], TS, 3.0)
+    assert spans == [(0.2, 0.4, [1])]
+    assert tail == (0.6, [2])
+
+
+def test_the_same_five_words_twice_in_a_window_are_a_loop() -> None:
+    first = seg(0, 4, "the quick brown fox jumps over the dog")
+    again = seg(4, 8, "then the quick brown fox jumps away")
+    assert decoding.looks_repetitive([first, again], [first, again])
+    assert not decoding.looks_repetitive([first, seg(4, 8, "then the quick brown fox ran")], [])
+
+
+def test_the_words_repeated_at_the_very_end_of_a_window_count() -> None:
+    items = [seg(0, 5, "a b c d e f g"), seg(5, 9, "h a b c d e")]
+    assert decoding.looks_repetitive(items, items)
+
+
+def test_words_are_compared_without_case_or_punctuation() -> None:
+    assert decoding.looks_repetitive([seg(0, 3, "Xbox, xbox. Xbox xbox")], [])
+    assert decoding.looks_repetitive(
+        [seg(0, 4, "Ask not, what your country; ask NOT what \"your\" country")], [])
+
+
+@pytest.mark.parametrize("words", [
+    "no no no no", "and so and so and so", "ask not what ask not what ask not what",
+    "your country can do your country can do your country can do",
+])
+def test_a_word_four_times_or_a_phrase_of_two_to_four_three_times_is_a_loop(words) -> None:
+    assert decoding.repeats_a_phrase(words.split())
+    assert decoding.repeats_a_phrase(["so", "then", *words.split(), "end"])
+
+
+@pytest.mark.parametrize("words", [
+    "no no no", "and so and so", "ask not what ask not what",
+    "your country can do your country can do",
+    "we choose to go to the moon we choose to go to the moon we choose to go to the moon",
+])
+def test_fewer_repeats_or_a_longer_phrase_are_not_a_loop(words) -> None:
+    assert not decoding.repeats_a_phrase(words.split())
+
+
+def test_a_closed_segment_of_up_to_six_words_a_second_is_speech() -> None:
+    six = seg(2, 3, "one two three four five six")
+    assert not decoding.looks_repetitive([six], [six])
+    seven = seg(2, 3, "one two three four five six seven")
+    assert decoding.looks_repetitive([seven], [seven])
+
+
+def test_a_closed_segment_under_half_a_second_counts_as_half_a_second() -> None:
+    three = seg(2, 2.2, "one two three")  # 15 words a second as dated, 6 as counted
+    assert not decoding.looks_repetitive([three], [three])
+    four = seg(2, 2.5, "one two three four")
+    assert decoding.looks_repetitive([four], [four])
+
+
+def test_a_quiet_room_gets_digital_silence_before_the_window() -> None:
+    speech = audio.noise(2, seed=1) * 0.5
+    speech[SAMPLE_RATE // 2:SAMPLE_RATE // 2 + SAMPLE_RATE // 10] = 0.001  # a pause
+    lead = decoding.quiet_lead(speech.astype(np.float32), 8000)
+    assert lead.dtype == np.float32 and lead.shape == (8000,) and not lead.any()
+
+
+def noisy(seconds: float, level: float, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal(round(seconds * SAMPLE_RATE)) * level).astype(np.float32)
+
+
+def rms(x: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+
+
+def test_steady_noise_gets_a_lead_as_loud_as_its_quietest_tenth_of_a_second() -> None:
+    window = noisy(2, 0.1)
+    tenth = SAMPLE_RATE // 10
+    window[tenth:2 * tenth] = noisy(0.1, 0.02, seed=1)  # the quietest 100 ms
+    lead = decoding.quiet_lead(window, 8000)
+    assert lead.dtype == np.float32 and lead.shape == (8000,)
+    assert rms(lead) == pytest.approx(rms(window[tenth:2 * tenth]), rel=0.05)
+    # The same lead for the same audio, so that passes over it agree.
+    np.testing.assert_array_equal(decoding.quiet_lead(window.copy(), 8000), lead)
+
+
+@pytest.mark.parametrize("samples", [1, 8000])
+def test_a_window_of_one_tenth_of_a_second_of_noise_gets_noise(samples: int) -> None:
+    lead = decoding.quiet_lead(noisy(0.15, 0.1), samples)
+    assert lead.dtype == np.float32 and lead.shape == (samples,) and lead.all()
+
+
+@pytest.mark.parametrize("samples", [0, -3])
+def test_no_lead_is_asked_for_none_is_given(samples: int) -> None:
+    lead = decoding.quiet_lead(noisy(1, 0.1), samples)
+    assert lead.dtype == np.float32 and lead.shape == (0,)
+
+
+def test_under_a_tenth_of_a_second_of_audio_gets_silence() -> None:
+    lead = decoding.quiet_lead(noisy(0.05, 0.1), 8000)
+    assert lead.dtype == np.float32 and lead.shape == (8000,) and not lead.any()
 
 
 def test_unknown_device_is_refused() -> None:
