@@ -14,27 +14,48 @@ from earshot.protocol import SAMPLE_RATE
 from earshot.server.window import WindowSegment, frame_power
 
 MAX_WORDS_PER_SECOND = 6.0  # fast read speech is ~4; above this a segment is a loop
+LOOP_SPEEDUP = 2.0  # words said again this much faster than the first time: a loop
 QUIET_RMS = 0.01  # -40 dBFS: the pauses of the speech clips are -47 to -54
 
 
 def looks_repetitive(
     items: list[WindowSegment], closed: list[WindowSegment], n: int = 5
 ) -> bool:
-    """Signs of Whisper's repetition loop: the same n words twice in one window, a
-    short phrase over and over ("have you, have you. have you"), or a closed
-    segment spoken impossibly fast (its timestamps are then bogus).
+    """Signs of Whisper's repetition loop: a short phrase over and over ("have you,
+    have you. have you"); the same n words said again in half the time or less
+    they took the first time; or a closed segment spoken impossibly fast (its
+    timestamps are then bogus).
 
-    Seen under load on jfk.flac: one pass returned the clip's first sentence
-    again as a second segment 1.7 s long.
+    A loop repeats text with no audio behind it, so the repeat is dated too short.
+    Seen under load on jfk.flac: one pass returned the clip's first sentence again
+    as a second segment 1.7 s long. The same words again at their own pace are
+    speech: a sentence said twice, as the scenario suite streams JFK's, whose
+    windows used to hold both and stall the stream (nothing shown or completed)
+    until the window was full or the audio ended.
     """
-    words = [w for s in items for word in s.text.split()
-             if (w := word.strip(".,!?;:\"'-").lower())]
-    grams = [tuple(words[i : i + n]) for i in range(len(words) - n + 1)]
-    if len(set(grams)) < len(grams) or repeats_a_phrase(words):
+    words, seconds = _timed_words(items)
+    if repeats_a_phrase(words):
         return True
+    first_at: dict[tuple[str, ...], int] = {}
+    for i in range(len(words) - n + 1):
+        at = first_at.setdefault(tuple(words[i:i + n]), i)
+        if at + n <= i and sum(seconds[i:i + n]) * LOOP_SPEEDUP <= sum(seconds[at:at + n]):
+            return True
     return any(
         len(s.text.split()) / max(s.end - s.start, 0.5) > MAX_WORDS_PER_SECOND for s in closed
     )
+
+
+def _timed_words(items: list[WindowSegment]) -> tuple[list[str], list[float]]:
+    """The items' words (without case or punctuation), each with its share of its
+    segment's time."""
+    words: list[str] = []
+    seconds: list[float] = []
+    for item in items:
+        mine = [w for word in item.text.split() if (w := word.strip(".,!?;:\"'-").lower())]
+        words += mine
+        seconds += [max(item.end - item.start, 0.0) / len(mine)] * len(mine) if mine else []
+    return words, seconds
 
 
 def repeats_a_phrase(words: list[str]) -> bool:
