@@ -31,7 +31,7 @@ from earshot.testing import wire
 from earshot.testing.local import LocalServer
 from earshot.testing.offers import EXTENSIONS, Offers, TargetError, probe
 from earshot.testing.waiting import eventually, wait_for_sessions
-from earshot.validation import report, suite
+from earshot.validation import plots, report, suite
 from earshot.validation.measure import Stream
 from earshot.validation.thresholds import ConfigError, load
 
@@ -191,7 +191,7 @@ def test_every_extension_marker_in_the_suite_names_a_known_extension() -> None:
 def _matplotlib_fonts(tmp_path_factory) -> None:
     """matplotlib keeps the font files it loads open for the life of the process (its
     own cache); load them once before the leak guard takes its first baseline."""
-    report.plots(_run(network=[], concurrency=[]), tmp_path_factory.mktemp("warm"))
+    plots.draw(_run(network=[], concurrency=[]), tmp_path_factory.mktemp("warm"))
 
 
 def _stream(clip: str, *, final: bool, first_text: float = 1.0, final_after: float = 0.3,
@@ -232,7 +232,7 @@ def test_a_run_within_every_threshold_says_ship(tmp_path) -> None:
     assert data["clips"][0]["final_s"] == 0.3 and data["container"]["peak_memory_mib"] == 300
     assert data["concurrency"]["sustained"] == 4
     assert data["extensions"]["session_id"]["offered"] is False
-    for name in report.PLOTS:
+    for name in plots.PLOTS:
         assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (tmp_path / "summary.html").read_text()
     assert "SHIP: all" in page and "not offered" in page and "wer_per_clip.png" in page
