@@ -71,3 +71,49 @@ def test_sync_client(sync_client_factory, whisperlive_server, jfk):
     for test in ("test_async_client", "test_sync_client"):
         assert set(LATENCIES) <= set(recorded[test]), (test, recorded[test])
         assert all(float(recorded[test][name]) > 0 for name in LATENCIES), recorded[test]
+
+
+def test_a_failed_tests_report_shows_the_proxys_active_toxics(suite: pytest.Pytester) -> None:
+    result = run(suite, """
+from earshot.testing.proxy import Bandwidth, Latency
+
+def test_fails_behind_a_slow_link(proxy):
+    proxy.add(Latency(100, jitter_ms=5), "upstream")
+    proxy.add(Bandwidth(125))
+    assert False, "the link was too slow"
+
+def test_passes_behind_a_slow_link(proxy):
+    proxy.add(Latency(300))
+""", "--earshot-target", "local")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines([
+        "*- earshot proxy -*",
+        "proxy 127.0.0.1:* -> 127.0.0.1:*; upstream: Latency(latency_ms=100, jitter_ms=5);"
+        " downstream: Bandwidth(rate_kbps=125)",
+    ])
+    assert result.stdout.str().count("earshot proxy") == 1  # the failed test's report only
+    assert "latency_ms=300" not in result.stdout.str()
+
+
+def test_each_test_gets_a_fresh_proxy_without_toxics_stopped_at_teardown(
+        suite: pytest.Pytester) -> None:
+    result = run(suite, """
+import socket
+import pytest
+from earshot.testing.proxy import Latency
+
+first = []
+
+def test_first(proxy):
+    assert proxy.toxics("upstream") == [] and proxy.toxics("downstream") == []
+    proxy.add(Latency(100), "both")
+    first.append(proxy)
+
+def test_second(proxy):
+    assert proxy is not first[0]
+    assert proxy.toxics("upstream") == [] and proxy.toxics("downstream") == []
+    if proxy.port != first[0].port:  # (the kernel may hand the same free port out again)
+        with pytest.raises(ConnectionRefusedError):  # the first test's proxy is stopped
+            socket.create_connection(("127.0.0.1", first[0].port), timeout=5).close()
+""", "--earshot-target", "local")
+    result.assert_outcomes(passed=2)
