@@ -9,6 +9,7 @@ the option and what it accepts.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
@@ -16,9 +17,13 @@ from pathlib import Path
 
 from earshot.server.model_spec import DEVICES, cuda_problem, looks_like_path
 from earshot.server.streaming import StreamSettings
+from earshot.server.window import MAX_WINDOW_SECONDS
 
 LOG_FORMATS = ("text", "json")
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Reading stops at the backlog limit; a session's window must still move on without
+# new audio then, which a full window (and a pass's step) in the backlog guarantees.
+MIN_BACKLOG_SECONDS = math.ceil(MAX_WINDOW_SECONDS + StreamSettings().step_seconds)
 
 
 class ConfigError(ValueError):
@@ -152,6 +157,9 @@ def validate(config: ServerConfig) -> ServerConfig:
                  "ping_interval", "ping_timeout", "drain_timeout"):
         if not getattr(config, name) > 0:
             raise ConfigError(f"--{name.replace('_', '-')}: must be greater than 0")
+    if config.max_backlog_seconds < MIN_BACKLOG_SECONDS:
+        raise ConfigError(f"--max-backlog-seconds: must be at least {MIN_BACKLOG_SECONDS} "
+                          "(a full window of audio and a step)")
     if not 0.1 <= config.first_pass_seconds <= 10:
         raise ConfigError("--first-pass-seconds: must be between 0.1 and 10")
     if not 0 <= config.settle_seconds <= 10:

@@ -146,7 +146,7 @@ async def _read(ws: WebSocket, session: Session, max_backlog_seconds: float) -> 
     for the client going away before the transcript is final."""
     try:
         while not session.closed:
-            await session.room_for_audio(max_backlog_seconds)
+            await _room_for_audio(ws, session, max_backlog_seconds)
             if session.closed or not session.receive(await ws.recv()):
                 break
         if not session.closed:  # END_OF_AUDIO: the final transcript is being made
@@ -159,3 +159,22 @@ async def _read(ws: WebSocket, session: Session, max_backlog_seconds: float) -> 
     except Exception:  # the server's own bug: end the session now rather than hang it
         log.exception("reading the client's frames failed", extra={"fields": session.fields})
         session.end(Ending.SERVER_ERROR, "the server failed")
+
+
+async def _room_for_audio(ws: WebSocket, session: Session, max_backlog_seconds: float) -> None:
+    """Read no more while the session's backlog is over the limit (TCP back-pressure).
+
+    The client's pongs queue behind the audio left unread meanwhile, so the
+    keepalive pauses too (it would cut a client that is plainly there: it is
+    sending), and starts again once reading goes on.
+    """
+    if session.stream.backlog_seconds <= max_backlog_seconds:
+        return
+    keepalive = ws.keepalive_task
+    if keepalive is not None:
+        keepalive.cancel()
+    try:
+        await session.room_for_audio(max_backlog_seconds)
+    finally:
+        if keepalive is not None and not session.closed:
+            ws.start_keepalive()
