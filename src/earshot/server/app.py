@@ -9,6 +9,7 @@ plain-HTTP endpoints are :mod:`.http`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 from typing import Any
@@ -115,7 +116,10 @@ class Server:
         )
 
     async def drain(self) -> None:
-        """Stop accepting, end every session (DISCONNECT, close 1001), then stop."""
+        """Stop accepting, end every session (DISCONNECT, close 1001), then stop; all
+        within ``drain_timeout``, after which what is still open is cut."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.drain_timeout
         self.draining = True
         log.info("draining", extra={"fields": {"sessions": len(self.sessions)}})
         if self._ws_server is not None:
@@ -129,18 +133,27 @@ class Server:
             for waiter in gone:
                 waiter.cancel()
             await asyncio.gather(*gone, return_exceptions=True)
-        await self._stop_listening()
+        await self._stop_listening(max(0.0, deadline - loop.time()))
         await self.scheduler.close()
         log.info("stopped")
 
-    async def _stop_listening(self) -> None:
+    async def _stop_listening(self, timeout: float) -> None:
+        """Until every connection's handler has ended, at most ``timeout``; then cut
+        the connections still open (a client that never answers the close)."""
         if self._ws_server is None:
             return
-        self._ws_server.close(close_connections=True)
         try:
-            await asyncio.wait_for(self._ws_server.wait_closed(), self.config.drain_timeout)
+            await asyncio.wait_for(self._ws_server.wait_closed(), timeout)
         except TimeoutError:
-            log.warning("connections still open after the drain timeout")
+            # all_connections: also those whose closing handshake is under way
+            # (``connections`` lists only the open ones)
+            left = list(self._ws_server.all_connections)
+            log.warning("connections still open at the drain timeout: cut",
+                        extra={"fields": {"connections": len(left)}})
+            for ws in left:
+                ws.transport.abort()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._ws_server.wait_closed(), CLOSE_TIMEOUT)
 
     # -- sessions ----------------------------------------------------------
 
