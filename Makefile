@@ -97,9 +97,13 @@ mutate: setup
 	@mkdir -p mutants
 	@echo "==> mutmut run (at most $(MUTATE_TIMEOUT) s; progress in mutants/run.log)"
 	@# The tests run in mutants/, a copy of the tree: the clips come from this checkout's
-	@# mirror and cache, which their defaults would look for beside the copy.
+	@# mirror and cache, which their defaults would look for beside the copy. A mutant of
+	@# the leak sweep may sweep too much: its temp dirs are a folder of its own, and it
+	@# reaches no Docker engine, so it can remove no other session's dirs or containers.
+	@mkdir -p mutants/tmp
 	@export EARSHOT_AUDIO_MIRROR="$${EARSHOT_AUDIO_MIRROR:-$$($(PY) -c 'from earshot.audio import default_mirror as m; print(m() or "")')}"; \
 	export EARSHOT_AUDIO_CACHE="$${EARSHOT_AUDIO_CACHE:-$(CURDIR)/.cache/audio}"; \
+	export TMPDIR="$(CURDIR)/mutants/tmp" DOCKER_HOST=unix:///nonexistent/docker.sock; \
 	timeout $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run >mutants/run.log 2>&1; rc=$$?; \
 	    if [ $$rc = 124 ]; then echo "mutate: stopped after $(MUTATE_TIMEOUT) s; run it again to go on"; \
 	    elif [ $$rc != 0 ]; then tail -c 2000 mutants/run.log; exit $$rc; fi
