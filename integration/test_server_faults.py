@@ -52,9 +52,18 @@ async def streaming_clients(server, client_factory, speech, count: int):
     clients = [client_factory(server=server, reconnect=POLICY) for _ in range(count)]
     await asyncio.gather(*(c.connect() for c in clients))
     streams = [asyncio.create_task(c.stream(speech, realtime=True)) for c in clients]
-    await eventually_async(lambda: all(c.transcript.completed for c in clients), timeout=20,
-                           description="a completed segment on every client")
+    await eventually_async(lambda: [_progress(c) for c in clients],
+                           lambda seen: all(completed for completed, *_ in seen), timeout=20,
+                           description="a completed segment on every client "
+                                       "(completed, state, partial)")
     return clients, streams
+
+
+def _progress(client: AsyncTranscriptionClient) -> tuple[int, str, str | None]:
+    """What a client has so far, for a wait's failure to show."""
+    partial = client.partial
+    return (len(client.transcript.completed), client.state.name,
+            f"{partial.start:.1f}-{partial.end:.1f} {partial.text[-40:]!r}" if partial else None)
 
 
 async def _kill_and_start(server) -> None:
