@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from earshot import protocol
-from earshot.protocol import AudioFormat, ClientConfig, CloseCode, ProtocolError, Segment
+from earshot.protocol import AudioFormat, ClientConfig, CloseCode, ProtocolError, Segment, frames
 
 
 def test_minimal_config_gets_whisperlive_defaults() -> None:
@@ -161,3 +161,46 @@ def test_a_hostile_segment_is_a_protocol_error(case: str) -> None:
         json.dumps({"uid": "u", "segments": [HOSTILE_SEGMENTS[case]]}))
     with pytest.raises(ProtocolError, match="segment"):
         _ = message.segments
+
+
+def test_each_server_message_is_the_json_whisperlive_clients_read() -> None:
+    """The exact shapes: every message carries the uid; numbers rounded as sent."""
+    assert json.loads(protocol.server_ready("u", "s1")) == {
+        "uid": "u", "message": "SERVER_READY", "backend": "faster_whisper", "session_id": "s1"}
+    assert json.loads(protocol.wait("u", 1.23456)) == {"uid": "u", "status": "WAIT",
+                                                       "message": 1.23}
+    assert json.loads(protocol.error("u", "bad audio")) == {"uid": "u", "status": "ERROR",
+                                                            "message": "bad audio"}
+    assert json.loads(protocol.language("u", "en", 0.987654)) == {
+        "uid": "u", "language": "en", "language_prob": 0.9877}
+    assert json.loads(protocol.disconnect("u")) == {"uid": "u", "message": "DISCONNECT"}
+    assert json.loads(protocol.end_of_transcript("u")) == {"uid": "u",
+                                                           "message": "END_OF_TRANSCRIPT"}
+    assert json.loads(protocol.segments("u", [Segment(0, 1.5, "hi", True)])) == {
+        "uid": "u", "segments": [{"start": "0.000", "end": "1.500", "text": "hi",
+                                  "completed": True}]}
+
+
+@pytest.mark.parametrize(("frame", "uid"), [
+    ('{"uid": "abc", "use_vad": "yes"}', "abc"),
+    (b'{"uid": "abc"}', "abc"),
+    ('{"uid": "' + "x" * 300 + '"}', "x" * protocol.MAX_UID_CHARS),
+    ('{"uid": 5}', None),
+    ("[1, 2]", None),
+    ("not json", None),
+    ("[" * 20_000 + "]" * 20_000, None),
+    ('{"uid": "a", "n": ' + "9" * 5000 + "}", None),
+])
+def test_a_rejected_configs_uid_is_echoed_when_it_has_one(frame: str | bytes,
+                                                          uid: str | None) -> None:
+    assert frames.uid_of(frame) == uid
+
+
+def test_a_hostile_segment_is_named_in_a_short_excerpt() -> None:
+    with pytest.raises(ProtocolError) as caught:
+        Segment.from_wire("x" * 500)
+    text = caught.value.message
+    assert text.startswith("malformed segment 'xxx") and "...: not a JSON object" in text
+    assert len(text.split(":")[0]) == len("malformed segment ") + 80
+    with pytest.raises(ProtocolError, match=r"malformed segment \[\[\[1\]\]\]: not a JSON"):
+        Segment.from_wire([[[1]]])

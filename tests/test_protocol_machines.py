@@ -307,3 +307,46 @@ def test_the_server_refuses_client_frames_and_its_own_steps_out_of_order() -> No
     assert [json.loads(f)["message"] for f in outcome.frames] == [protocol.END_OF_TRANSCRIPT]
     with pytest.raises(InvalidState):
         server.segments([])
+
+
+@pytest.mark.parametrize(("prepare", "message", "says"), [
+    ([], protocol.error(UID, "x"), "ERROR in state IDLE"),
+    (["config"], protocol.segments(UID, []), "a segments update in state AWAITING_READY"),
+    (["config"], protocol.language(UID, "en", 1), "a language message in state AWAITING_READY"),
+    (["config"], protocol.disconnect(UID), "DISCONNECT in state AWAITING_READY"),
+    (["config", "ready"], protocol.server_ready(UID, "s"), "SERVER_READY in state STREAMING"),
+    (["config", "ready"], protocol.wait(UID, 1), "WAIT in state STREAMING"),
+    (["config", "ready"], protocol.end_of_transcript(UID),
+     "END_OF_TRANSCRIPT in state STREAMING"),
+])
+def test_a_server_message_out_of_order_is_named_as_the_protocol_names_it(
+        prepare: list[str], message: str, says: str) -> None:
+    client = ClientConnection(UID)
+    if "config" in prepare:
+        client.send_config(ClientConfig(uid=UID))
+    if "ready" in prepare:
+        client.receive(protocol.server_ready(UID, "s"))
+    with pytest.raises(ProtocolError) as caught:
+        client.receive(message)
+    assert caught.value.message == says
+
+
+def test_a_rejected_client_error_ends_with_its_text_and_its_close_code() -> None:
+    server, _ = _streaming_pair()
+    outcome = server.reject(ProtocolError("frame too big", CloseCode.TOO_BIG))
+    assert outcome is not None and outcome.ending is Ending.CLIENT_ERROR
+    assert outcome.close_code == CloseCode.TOO_BIG and outcome.message == "frame too big"
+    assert [json.loads(f) for f in outcome.frames] == [
+        {"uid": UID, "status": "ERROR", "message": "frame too big"}]
+
+
+def test_the_language_goes_out_once_while_streaming_or_finishing_and_never_before() -> None:
+    early = ServerConnection()
+    early.receive(ClientConnection(UID).send_config(ClientConfig(uid=UID)))
+    with pytest.raises(InvalidState, match="send the language in state ADMISSION"):
+        early.language("en", 0.9)
+    server, client = _streaming_pair()
+    server.receive(client.send_end_of_audio())
+    sent = server.language("en", 0.98765)  # the first time may be after END_OF_AUDIO
+    assert sent is not None and json.loads(sent)["language_prob"] == 0.9877
+    assert server.language("en", 0.5) is None
