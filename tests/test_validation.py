@@ -174,6 +174,125 @@ def test_events_classify_core_extension_not_offered_and_not_run() -> None:
     assert [t.nodeid for t in result.of("not run")] == ["a::own_server"]
 
 
+def test_a_tests_phases_add_up_and_its_first_failure_is_the_one_kept() -> None:
+    tests: dict[str, suite.TestResult] = {}
+    suite.apply(tests, {"event": "collected", "tests": [{"nodeid": "a::t", "extensions": []}]})
+    suite.apply(tests, {"event": "start", "nodeid": "a::t"})  # not a result: no change
+    assert tests["a::t"].outcome == suite.PENDING
+    for when, outcome, message, duration in [
+            ("setup", "passed", "", 0.25), ("call", "failed", "AssertionError: lost", 1.5),
+            ("teardown", "failed", "Failed: leaked 1 thread", 0.125)]:
+        suite.apply(tests, {"event": "result", "nodeid": "a::t", "when": when,
+                            "outcome": outcome, "message": message, "duration": duration})
+    test = tests["a::t"]
+    assert (test.outcome, test.message, test.seconds) == ("failed", "lost", 1.875)
+    suite.apply(tests, {"event": "result", "nodeid": "a::t", "when": "call",
+                        "outcome": "passed", "message": ""})
+    assert test.outcome == "failed", "a pass after a failure does not undo it"
+
+
+def test_a_result_for_a_test_not_collected_is_kept_as_a_core_check() -> None:
+    tests: dict[str, suite.TestResult] = {}
+    suite.apply(tests, {"event": "result", "nodeid": "b::new", "when": "call",
+                        "outcome": "skipped", "message": "needs a server of its own"})
+    assert tests["b::new"].kind == "core" and tests["b::new"].outcome == "not run"
+    assert tests["b::new"].message == "needs a server of its own"
+
+
+TINY_SUITE = """
+import os
+import pytest
+
+def test_passes():
+    assert os.environ["EARSHOT_FROM_THE_VALIDATOR"] == "yes"
+
+def test_fails():
+    assert 1 == 2, "one is not two"
+
+def test_is_not_offered():
+    pytest.skip("not offered: status (no /status)")
+
+@pytest.mark.extension("status")
+def test_an_extension_fails():
+    raise AssertionError("no /status")
+"""
+
+
+def test_the_suite_runner_runs_a_suite_and_folds_what_it_reports(tmp_path) -> None:
+    """End to end on a tiny suite: its environment, its events in order, each outcome
+    and kind, the seed of its random order, its JUnit XML and its log."""
+    tests = tmp_path / "suite"
+    tests.mkdir()
+    (tests / "test_tiny.py").write_text(TINY_SUITE)
+    workdir = tmp_path / "work"
+    workdir.mkdir()
+    events: list[dict] = []
+    polls: list[None] = []
+    result = suite.run([], workdir, tests_from=tests, on_event=events.append,
+                       poll=lambda: polls.append(None), env={"EARSHOT_FROM_THE_VALIDATOR": "yes"})
+    outcomes = {t.nodeid.split("::")[-1]: (t.outcome, t.kind, t.message) for t in result.tests}
+    assert outcomes == {
+        "test_passes": ("passed", "core", ""),
+        "test_fails": ("failed", "core", "one is not two"),
+        "test_is_not_offered": ("not offered", "core", "status (no /status)"),
+        "test_an_extension_fails": ("failed", "extension", "no /status"),
+    }
+    assert events[0]["event"] == "collected" and len(events[0]["tests"]) == 4
+    assert {e["event"] for e in events[1:]} == {"start", "result"}
+    assert polls, "the progress callback is called while the suite runs"
+    assert result.exit_code == 1 and result.seed is not None and result.seed.isdigit()
+    assert (workdir / "junit.xml").read_text().count("<testcase") == 4
+    assert "one is not two" in (workdir / "suite.log").read_text()
+
+
+def test_a_suite_that_cannot_run_to_its_end_is_a_suite_error(tmp_path) -> None:
+    empty = tmp_path / "suite"
+    empty.mkdir()
+    (empty / "test_none.py").write_text("x = 1\n")  # collects nothing: pytest exits 5
+    with pytest.raises(suite.SuiteError, match="pytest exited 5"):
+        suite.run([], tmp_path, tests_from=empty)
+
+
+def _child(code: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """A process standing in for the suite's pytest; returns once it says it is ready."""
+    process = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                               env={**os.environ, **(env or {})})
+    assert process.stdout is not None and process.stdout.readline() == b"ready\n"
+    process.stdout.close()
+    return process
+
+
+def test_stopping_the_suite_asks_it_with_sigint_first() -> None:
+    child = _child("import signal, sys, time\n"
+                   "signal.signal(signal.SIGINT, lambda *a: sys.exit(7))\n"
+                   "print('ready', flush=True)\n"
+                   "time.sleep(60)\n")
+    suite.stop(child, grace=30)
+    assert child.returncode == 7  # it ended itself, on SIGINT: not killed
+
+
+def test_a_suite_that_ignores_sigint_is_killed_after_the_grace_and_swept(
+        tmp_path, monkeypatch) -> None:
+    """What a killed suite leaves (its temp dirs: their owner is dead now) is swept.
+    The temp folder is this test's own, so no other session's dirs are in reach."""
+    import tempfile
+    import time
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    child = _child("import signal, tempfile, time\n"
+                   "from earshot.testing.leaks import temp_prefix\n"
+                   "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+                   "tempfile.mkdtemp(prefix=temp_prefix('suite'))\n"
+                   "print('ready', flush=True)\n"
+                   "time.sleep(60)\n", env={"TMPDIR": str(tmp_path)})
+    assert list(tmp_path.glob("earshot-suite-*")), "the stand-in made no temp dir"
+    started = time.monotonic()
+    suite.stop(child, grace=0.5)
+    assert child.returncode == -signal.SIGKILL
+    assert 0.5 <= time.monotonic() - started < 10
+    assert list(tmp_path.glob("earshot-suite-*")) == []
+
+
 def test_every_extension_marker_in_the_suite_names_a_known_extension() -> None:
     import re
 
