@@ -2,15 +2,36 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import json
+import threading
 import time
+from collections.abc import AsyncIterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from types import SimpleNamespace
+from typing import Any
 
 import pytest
+from websockets.asyncio.server import serve
 
+from earshot import protocol
+from earshot.client import AsyncTranscriptionClient, ConnectionState
+from earshot.testing import wire
+from earshot.testing.http import HttpEndpoints
 from earshot.testing.waiting import (
     WaitTimeout,
     eventually,
     eventually_async,
+    transcript_text,
+    wait_for_container_status,
+    wait_for_container_status_async,
+    wait_for_sessions,
+    wait_for_sessions_async,
+    wait_for_state,
+    wait_for_state_async,
+    wait_for_transcript,
+    wait_for_transcript_async,
 )
 
 
@@ -69,3 +90,259 @@ async def test_async_variant_takes_plain_and_async_probes() -> None:
     assert await eventually_async(lambda: "x", timeout=5) == "x"
     with pytest.raises(WaitTimeout, match="last seen: 0"):
         await eventually_async(lambda: 0, timeout=0.2, description="non-zero")
+
+
+# -- named waits ---------------------------------------------------------------------
+
+
+class StatusServer(HttpEndpoints):
+    """A real HTTP server on 127.0.0.1 whose /status lists ``sessions``; it keeps
+    the headers of every request."""
+
+    host = "127.0.0.1"
+
+    def __init__(self, shared: bool = False) -> None:
+        self.shared = shared
+        self.sessions: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                owner.headers.append(dict(self.headers))
+                body = json.dumps({"sessions": owner.sessions}).encode()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, args=(0.02,),
+                                       name="status-server")
+
+    def __enter__(self) -> StatusServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(10)
+
+
+def session(uid: str) -> dict[str, Any]:
+    return {"uid": uid, "session_id": f"s-{uid}"}
+
+
+def test_wait_for_sessions_counts_every_session_on_a_server_of_its_own() -> None:
+    with StatusServer() as server:
+        server.sessions = [session("theirs"), session(wire.uid("mine"))]
+        status = wait_for_sessions(server, 2, timeout=5)
+        assert status == {"sessions": server.sessions}
+        with pytest.raises(WaitTimeout) as caught:
+            wait_for_sessions(server, 1, timeout=0.2)
+    message = str(caught.value)
+    assert "limit 0.2 s" in message and "waiting for 1 session(s) in the server's /status;" in (
+        message)
+
+
+def test_wait_for_sessions_counts_only_its_own_on_a_shared_server() -> None:
+    with StatusServer(shared=True) as server:
+        server.sessions = [session("theirs"), session(wire.uid("mine"))]
+        assert wait_for_sessions(server, 1, timeout=5)["sessions"] == server.sessions
+        with pytest.raises(WaitTimeout, match=r"waiting for 2 session\(s\) of this run's own "
+                                              r"in the server's /status;"):
+            wait_for_sessions(server, 2, timeout=0.2)
+
+
+def test_wait_for_sessions_among_uids_counts_only_those() -> None:
+    with StatusServer(shared=True) as server:
+        server.sessions = [session("a"), session("b"), session(wire.uid("mine"))]
+        wait_for_sessions(server, 2, timeout=5, uids={"b", "a", "c"})
+        with pytest.raises(WaitTimeout, match=r"waiting for 0 session\(s\) among uids "
+                                              r"\['a', 'c'\] in the server's /status;"):
+            wait_for_sessions(server, 0, timeout=0.2, uids={"c", "a"})
+
+
+def test_wait_for_sessions_sends_the_headers_it_is_given() -> None:
+    with StatusServer() as server:
+        wait_for_sessions(server, 0, timeout=5, headers={"Authorization": "Bearer k"})
+    assert server.headers and all(h.get("Authorization") == "Bearer k" for h in server.headers)
+
+
+async def test_wait_for_sessions_async_waits_for_the_count_to_change() -> None:
+    with StatusServer(shared=True) as server:
+        server.sessions = [session(wire.uid("one"))]
+
+        async def second_session() -> None:
+            await asyncio.sleep(0.1)  # pacing: the session opens while it waits
+            server.sessions = [*server.sessions, session(wire.uid("two")), session("theirs")]
+
+        opening = asyncio.create_task(second_session())
+        status = await wait_for_sessions_async(server, 2, timeout=5,
+                                               headers={"Authorization": "Bearer k"})
+        await opening
+        assert len(status["sessions"]) == 3
+        assert wait_for_sessions(server, 1, timeout=5, uids={"theirs"})
+        await wait_for_sessions_async(server, 1, timeout=5, uids={"theirs", "nobody"})
+        with pytest.raises(WaitTimeout) as caught:
+            await wait_for_sessions_async(server, 3, timeout=0.2, uids={"theirs"})
+    assert all(h.get("Authorization") == "Bearer k" for h in server.headers[:2])
+    message = str(caught.value)
+    assert "limit 0.2 s" in message
+    assert "waiting for 3 session(s) among uids ['theirs'] in the server's /status;" in message
+
+
+@pytest.fixture
+async def ready_server() -> AsyncIterator[str]:
+    """A stand-in WhisperLive server that answers the config with SERVER_READY."""
+
+    async def handler(ws: Any) -> None:
+        config = json.loads(await ws.recv())
+        await ws.send(protocol.server_ready(config["uid"], "sid-1"))
+        await ws.wait_closed()
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_wait_for_state_sees_the_client_reach_it(ready_server: str) -> None:
+    client = AsyncTranscriptionClient(ready_server)
+    try:
+        assert wait_for_state(client, ConnectionState.DISCONNECTED, timeout=5) is (
+            ConnectionState.DISCONNECTED)
+        connecting = asyncio.create_task(client.connect())
+        assert await wait_for_state_async(client, ConnectionState.READY, timeout=5) is (
+            ConnectionState.READY)
+        await connecting
+        # the sync one from another thread, as from a sync test beside a client's loop
+        assert await asyncio.to_thread(wait_for_state, client, ConnectionState.READY, 5) is (
+            ConnectionState.READY)
+    finally:
+        await client.close()
+
+
+async def test_wait_for_state_says_which_client_and_state_it_waited_for() -> None:
+    client = AsyncTranscriptionClient("ws://127.0.0.1:9")
+    what = f"waiting for client {client.client_id[:12]} to reach READY; last seen: "
+    try:
+        with pytest.raises(WaitTimeout) as sync_caught:
+            wait_for_state(client, ConnectionState.READY, timeout=0.2)
+        with pytest.raises(WaitTimeout) as async_caught:
+            await wait_for_state_async(client, ConnectionState.READY, timeout=0.2)
+    finally:
+        await client.close()
+    for caught in (sync_caught, async_caught):
+        assert what + "<ConnectionState.DISCONNECTED: 'disconnected'>" in str(caught.value)
+        assert "limit 0.2 s" in str(caught.value)
+
+
+def seg(text: str, completed: bool = True, start: float = 0.0) -> protocol.Segment:
+    return protocol.Segment(start, start + 1.0, text, completed)
+
+
+async def test_transcript_text_joins_the_completed_segments_and_the_partial() -> None:
+    client = AsyncTranscriptionClient("ws://127.0.0.1:9")
+    try:
+        assert transcript_text(client) == ""
+        client.transcript.apply([seg(" And so ", start=0.0), seg("my fellow", start=1.0),
+                                 seg(" Americans ", completed=False, start=2.0)], 0.0, "s")
+        assert transcript_text(client) == "And so my fellow Americans"
+        client.transcript.apply([seg(" And so ", start=0.0), seg("my fellow", start=1.0)],
+                                0.0, "s")
+        assert transcript_text(client) == "And so my fellow"
+    finally:
+        await client.close()
+
+
+def test_transcript_text_takes_a_plain_list_of_segments() -> None:
+    # Stand-in for the sync client's shape: its transcript is a list of segments.
+    client = SimpleNamespace(transcript=[seg(" ask not ")], partial=seg(" what", False))
+    assert transcript_text(client) == "ask not what"
+
+
+async def test_wait_for_transcript_waits_for_the_words_asked_for() -> None:
+    client = AsyncTranscriptionClient("ws://127.0.0.1:9")
+
+    async def speak() -> None:
+        for i, word in enumerate(["And", "so", "my", "Fellow", "Americans"]):
+            await asyncio.sleep(0.02)  # pacing: the words arrive while it waits
+            client.transcript.apply([seg(word, start=float(i))], 0.0, "s")
+
+    speaking = asyncio.create_task(speak())
+    try:
+        text = await wait_for_transcript_async(client, contains="my fellow", timeout=5)
+        assert "my fellow" in text.lower()
+        text = await wait_for_transcript_async(client, min_words=5, timeout=5)
+        assert text == "And so my Fellow Americans"
+        assert wait_for_transcript(client, contains="AMERICANS", min_words=5, timeout=5) == text
+        assert wait_for_transcript(client, timeout=5) == text  # nothing asked: any text
+    finally:
+        await speaking
+        await client.close()
+
+
+@pytest.mark.parametrize(("contains", "min_words", "what"), [
+    ("ask not", None, "a transcript with 'ask not'"),
+    (None, 9, "a transcript with 9+ words"),
+    ("ask not", 9, "a transcript with 'ask not' and 9+ words"),
+    ("so", 9, "a transcript with 'so' and 9+ words"),
+])
+async def test_wait_for_transcript_says_what_it_waited_for(contains: str | None,
+                                                           min_words: int | None,
+                                                           what: str) -> None:
+    client = AsyncTranscriptionClient("ws://127.0.0.1:9")
+    client.transcript.apply([seg("And so")], 0.0, "s")
+    try:
+        with pytest.raises(WaitTimeout) as sync_caught:
+            wait_for_transcript(client, contains=contains, min_words=min_words, timeout=0.2)
+        with pytest.raises(WaitTimeout) as async_caught:
+            await wait_for_transcript_async(client, contains=contains, min_words=min_words,
+                                            timeout=0.2)
+    finally:
+        await client.close()
+    for caught in (sync_caught, async_caught):
+        assert f"waiting for {what}; last seen: 'And so'" in str(caught.value)
+        assert "limit 0.2 s" in str(caught.value)
+
+
+class StandInContainer:
+    """Stand-in for a testcontainers container (no Docker here): its wrapped
+    container's status changes only when reloaded, as Docker's does."""
+
+    def __init__(self, *statuses: str) -> None:
+        self.statuses = list(statuses)
+        self.status = "created"  # what a reload has fetched so far
+
+    def get_wrapped_container(self) -> StandInContainer:
+        return self
+
+    def reload(self) -> None:
+        if self.statuses:
+            self.status = self.statuses.pop(0)
+
+
+def test_wait_for_container_status_reloads_until_docker_reports_it() -> None:
+    container = StandInContainer("created", "running", "paused")
+    assert wait_for_container_status(container, "paused", timeout=5) == "paused"
+    assert container.statuses == []
+
+
+async def test_wait_for_container_status_async_reloads_until_docker_reports_it() -> None:
+    container = StandInContainer("running", "exited")
+    assert await wait_for_container_status_async(container, "exited", timeout=5) == "exited"
+
+
+async def test_wait_for_container_status_says_what_it_saw() -> None:
+    with pytest.raises(WaitTimeout) as caught:
+        wait_for_container_status(StandInContainer("running"), "exited", timeout=0.2)
+    with pytest.raises(WaitTimeout) as async_caught:
+        await wait_for_container_status_async(StandInContainer("running"), "exited", 0.2)
+    for raised in (caught, async_caught):
+        assert "waiting for container status 'exited'; last seen: 'running'" in str(
+            raised.value)
+        assert "limit 0.2 s" in str(raised.value)
