@@ -92,6 +92,104 @@ async def test_async_variant_takes_plain_and_async_probes() -> None:
         await eventually_async(lambda: 0, timeout=0.2, description="non-zero")
 
 
+
+def test_a_condition_that_holds_soon_is_seen_soon() -> None:
+    # The backoff starts small: a condition true at the second poll ends the wait in
+    # about 10 ms, not at the cap; a very loaded machine may add to that, not 0.25 s.
+    for wait in (eventually, lambda *a, **k: asyncio.run(eventually_async(*a, **k))):
+        counter = itertools.count()
+        started = time.monotonic()
+        assert wait(lambda c=counter: next(c), lambda n: n >= 1, timeout=5) == 1
+        assert time.monotonic() - started < 0.2
+
+
+def polls_of(wait_once: Any) -> list[float]:
+    polled_at: list[float] = []
+
+    def probe() -> bool:
+        polled_at.append(time.monotonic())
+        return False
+
+    with pytest.raises(WaitTimeout):
+        wait_once(probe)
+    return polled_at
+
+
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_backoff_never_waits_longer_than_max_interval(kind: str) -> None:
+    def wait_once(probe: Any) -> None:
+        if kind == "sync":
+            eventually(probe, timeout=1.0, max_interval=0.05)
+        else:
+            asyncio.run(eventually_async(probe, timeout=1.0, max_interval=0.05))
+
+    polled_at = polls_of(wait_once)
+    gaps = [b - a for a, b in itertools.pairwise(polled_at)]
+    assert max(gaps) < 0.05 + 0.04, f"longest gap {max(gaps):.3f} s"
+    assert len(polled_at) >= 12
+
+
+def test_the_backoff_is_capped_at_a_quarter_second_unless_told() -> None:
+    polled_at = polls_of(lambda probe: eventually(probe, timeout=1.0))
+    gaps = [b - a for a, b in itertools.pairwise(polled_at)]
+    assert 0.2 <= max(gaps) < 0.25 + 0.04, f"longest gap {max(gaps):.3f} s"
+
+
+def test_a_timeout_says_how_long_it_waited_and_the_probes_last_assertion() -> None:
+    def probe() -> int:
+        raise AssertionError("not there yet")
+
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as caught:
+        eventually(probe, timeout=0.3)
+    took = time.monotonic() - started
+    message = str(caught.value)
+    waited = float(message.split("timed out after ")[1].split(" s ")[0])
+    assert 0.3 <= waited <= took + 0.01
+    assert "(limit 0.3 s, " in message and "waiting for a condition;" in message
+    assert message.endswith("last seen: AssertionError('not there yet')")
+
+
+async def test_a_timeout_in_a_loop_says_the_same() -> None:
+    async def probe() -> int:
+        raise AssertionError("not there yet")
+
+    with pytest.raises(WaitTimeout) as caught:
+        await eventually_async(probe, timeout=0.3, description="the answer")
+    message = str(caught.value)
+    waited = float(message.split("timed out after ")[1].split(" s ")[0])
+    assert 0.3 <= waited < 1.0
+    assert "(limit 0.3 s, " in message and "waiting for the answer;" in message
+    assert message.endswith("last seen: AssertionError('not there yet')")
+
+
+async def test_an_async_wait_counts_its_polls_and_never_sleeps_past_its_deadline() -> None:
+    polled_at: list[float] = []
+
+    async def probe() -> str:
+        polled_at.append(time.monotonic())
+        return "still 41"
+
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout) as caught:
+        await eventually_async(probe, lambda v: v == "42", timeout=1.0)
+    elapsed = time.monotonic() - started
+    polls = int(str(caught.value).split(" polls")[0].rsplit(", ", 1)[1])
+    assert polls == len(polled_at) >= 3
+    assert polled_at[-1] - started >= 1.0 - 0.002
+    assert elapsed <= 1.0 + 0.25
+
+
+async def test_an_async_probe_that_raises_ends_the_wait_at_once() -> None:
+    async def probe() -> int:
+        raise ZeroDivisionError
+
+    started = time.monotonic()
+    with pytest.raises(ZeroDivisionError):
+        await eventually_async(probe, timeout=5)
+    assert time.monotonic() - started < 1.0
+
+
 # -- named waits ---------------------------------------------------------------------
 
 
