@@ -377,3 +377,20 @@ def test_remove_kills_the_children_and_deletes_the_dirs(tmp_path: Path) -> None:
     finally:
         process.kill()
         process.wait(10)
+
+
+def test_a_child_that_has_exited_is_skipped_and_the_rest_still_counted() -> None:
+    exited = subprocess.Popen([sys.executable, "-c", "pass"])  # a zombie until reaped
+    live = None
+    try:
+        eventually(lambda: psutil.Process(exited.pid).status() == psutil.STATUS_ZOMBIE,
+                   timeout=10, description="the first child to exit")
+        live = subprocess.Popen(SLEEPER)
+        snapshot, now = take(), Leftovers.now()
+        assert live.pid in snapshot.children and exited.pid not in snapshot.children
+        assert live.pid in now.children and exited.pid not in now.children
+    finally:
+        if live is not None:
+            live.kill()
+            live.wait(10)
+        exited.wait(10)
