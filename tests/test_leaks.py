@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -103,6 +104,7 @@ def test_a_grandchild_counts_as_a_child() -> None:
         [grandchild] = eventually(lambda: psutil.Process(parent.pid).children(), timeout=10,
                                   description="the grandchild to start")
         assert {parent.pid, grandchild.pid} <= take().children
+        assert {parent.pid, grandchild.pid} <= set(Leftovers.now().children)
         grandchild.kill()  # the parent reaps it and ends
         parent.wait(10)
     finally:
@@ -370,8 +372,8 @@ def test_remove_kills_the_children_and_deletes_the_dirs(tmp_path: Path) -> None:
     folder = tmp_path / "left"
     (folder / "inside").mkdir(parents=True)
     try:
-        Leftovers({process.pid: "sleeper", dead_pid(): "gone already"},
-                  frozenset({str(folder)})).remove()
+        Leftovers({dead_pid(): "gone already", process.pid: "sleeper"},
+                  frozenset({str(folder), str(tmp_path / "gone already")})).remove()
         assert process.poll() is not None  # killed and waited for
         assert not folder.exists()
     finally:
@@ -394,3 +396,63 @@ def test_a_child_that_has_exited_is_skipped_and_the_rest_still_counted() -> None
             live.kill()
             live.wait(10)
         exited.wait(10)
+
+
+
+class StandInEngine:
+    """Stand-in for the Docker engine behind earshot.testing.container (no Docker
+    here, and no container may be started): its three calls that leaks.py makes,
+    answering from a fixed list and recording each removal."""
+
+    def __init__(self, owners: dict[str, int | None], mine: list[str]) -> None:
+        self._owners, self._mine = owners, mine
+        self.removed: list[tuple[frozenset[str], bool]] = []
+
+    def labelled_containers(self, mine: bool = True) -> list[str]:
+        return list(self._mine if mine else self._owners)
+
+    def owners(self) -> dict[str, int | None]:
+        return dict(self._owners)
+
+    def remove_labelled(self, ids: Any = None, mine: bool = True) -> int:
+        self.removed.append((frozenset(ids), mine))
+        return len(ids)
+
+
+@pytest.fixture
+def engine(monkeypatch: pytest.MonkeyPatch) -> StandInEngine:
+    from earshot.testing import container
+
+    stand_in = StandInEngine({"dead" * 16: dead_pid(), "live" * 16: os.getpid(),
+                              "anon" * 16: None}, mine=["live" * 16])
+    for name in ("labelled_containers", "owners", "remove_labelled"):
+        monkeypatch.setattr(container, name, getattr(stand_in, name))
+    return stand_in
+
+
+def test_now_counts_this_processs_containers(engine: StandInEngine, temp_root: Path) -> None:
+    assert Leftovers.now().containers == frozenset({"live" * 16})
+
+
+def test_orphans_are_the_containers_whose_owner_is_dead(engine: StandInEngine,
+                                                        temp_root: Path) -> None:
+    assert Leftovers.orphans().containers == frozenset({"dead" * 16})
+
+
+def test_without_an_engine_no_container_can_be_ours(monkeypatch: pytest.MonkeyPatch,
+                                                     temp_root: Path) -> None:
+    from earshot.testing import container
+
+    def no_engine(*args: object, **kwargs: object) -> Any:
+        raise ConnectionError("no Docker engine")
+
+    monkeypatch.setattr(container, "labelled_containers", no_engine)
+    monkeypatch.setattr(container, "owners", no_engine)
+    assert Leftovers.now().containers == Leftovers.orphans().containers == frozenset()
+
+
+def test_remove_removes_the_containers_named_whoever_made_them(engine: StandInEngine) -> None:
+    Leftovers(containers=frozenset({"dead" * 16})).remove()
+    assert engine.removed == [(frozenset({"dead" * 16}), False)]
+    Leftovers().remove()  # nothing to remove: the engine is not asked
+    assert len(engine.removed) == 1

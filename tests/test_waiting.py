@@ -289,6 +289,9 @@ async def test_wait_for_sessions_async_waits_for_the_count_to_change() -> None:
         await wait_for_sessions_async(server, 1, timeout=5, uids={"theirs", "nobody"})
         with pytest.raises(WaitTimeout) as caught:
             await wait_for_sessions_async(server, 3, timeout=0.2, uids={"theirs"})
+        with pytest.raises(WaitTimeout, match=r"waiting for 3 session\(s\) of this run's own "
+                                              r"in the server's /status;"):
+            await wait_for_sessions_async(server, 3, timeout=0.2)
     assert all(h.get("Authorization") == "Bearer k" for h in server.headers[:2])
     message = str(caught.value)
     assert "limit 0.2 s" in message
