@@ -114,6 +114,9 @@ class StandIn:
     upgrade: int | None = None  # answer the upgrade request with this HTTP status
     headers: list[Headers] = field(default_factory=list)  # of every request it got
     port: int = 0
+    # Seconds to take before answering a GET of a path, or the n-th upgrade request
+    delays: dict[str, float] = field(default_factory=dict)
+    upgrade_delays: list[float] = field(default_factory=list)
 
     @property
     def ws_url(self) -> str:
@@ -123,11 +126,15 @@ class StandIn:
     def http_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def process_request(self, connection: ServerConnection,
+                              request: Request) -> Response | None:
         self.headers.append(request.headers)
         if request.path in self.http:
+            await asyncio.sleep(self.delays.get(request.path, 0.0))  # pacing: a slow answer
             status, body = self.http[request.path]
             return connection.respond(status, body)
+        if self.upgrade_delays:
+            await asyncio.sleep(self.upgrade_delays.pop(0))  # pacing: a slow handshake
         if self.upgrade is not None:
             return connection.respond(self.upgrade, "no\n")
         return None
@@ -317,8 +324,7 @@ async def test_http_that_does_not_answer_is_said_so() -> None:
         async with serving(StandIn()) as standin:
             found = await asyncio.to_thread(probe, standin.ws_url, url)
     assert not {"readyz", "status", "metrics"} & found.offered
-    assert found.seen["readyz"].startswith("GET /readyz: no HTTP answer (")
-    assert "refused" in found.seen["readyz"]
+    assert found.seen["readyz"] == "GET /readyz: no HTTP answer ([Errno 111] Connection refused)"
 
 
 async def test_an_http_url_that_is_not_one_gets_no_http_answer() -> None:
@@ -330,6 +336,46 @@ async def test_an_http_url_that_is_not_one_gets_no_http_answer() -> None:
     assert bad_port.seen["status"] == "GET /status: no HTTP answer (nonnumeric port: 'port')"
     assert no_scheme.offered == bad_port.offered == frozenset(
         {"session_id", "end_of_transcript", "close_codes"})
+
+
+async def test_each_get_says_how_long_it_took() -> None:
+    standin = StandIn(delays={"/status": 0.15})
+    started = asyncio.get_running_loop().time()
+    found = await probed(standin)
+    took_ms = (asyncio.get_running_loop().time() - started) * 1000
+    status_ms = int(found.seen["status"].removeprefix("GET /status: 200 in ").split()[0])
+    assert 150 <= status_ms <= took_ms
+
+
+async def timed_probe(standin: StandIn, timeout: float) -> tuple[Offers | TargetError, float]:
+    """The probe's outcome and how long it took (the stand-in's slow answers
+    finish after it, when the stand-in closes)."""
+    async with serving(standin):
+        started = asyncio.get_running_loop().time()
+        try:
+            outcome: Offers | TargetError = await asyncio.to_thread(
+                probe, standin.ws_url, standin.http_url, None, timeout)
+        except TargetError as exc:
+            outcome = exc
+        return outcome, asyncio.get_running_loop().time() - started
+
+
+async def test_a_get_that_gets_no_answer_in_time_is_no_http_answer() -> None:
+    found, took = await timed_probe(StandIn(delays={"/status": 1.2}), timeout=0.3)
+    assert isinstance(found, Offers)
+    assert found.seen["status"] == "GET /status: no HTTP answer (timed out)"
+    assert {"readyz", "metrics"} <= found.offered
+    assert took < 1.0
+
+
+@pytest.mark.parametrize("slow", [0, 1], ids=["the session", "the malformed config"])
+async def test_every_connection_the_probe_opens_has_its_deadline(slow: int) -> None:
+    delays = [0.0, 0.0]
+    delays[slow] = 1.2
+    standin = StandIn(upgrade_delays=delays)
+    refusal, took = await timed_probe(standin, timeout=0.3)
+    assert str(refusal) == f"cannot reach {standin.ws_url}: no answer within 0.3 s"
+    assert took < 1.0
 
 
 # -- what makes a server untestable -------------------------------------------------

@@ -298,6 +298,31 @@ async def test_wait_for_sessions_async_waits_for_the_count_to_change() -> None:
     assert "waiting for 3 session(s) among uids ['theirs'] in the server's /status;" in message
 
 
+class PlainTarget:
+    """A target that is not one of earshot's (no ``shared`` attribute): a /status of
+    its own, listing ``sessions``."""
+
+    def __init__(self, sessions: list[dict[str, Any]]) -> None:
+        self.sessions = sessions
+
+    def server_status(self, headers: Any = None) -> dict[str, Any]:
+        return {"sessions": self.sessions}
+
+    def own_sessions(self, status: dict[str, Any]) -> list[dict[str, Any]]:
+        return status["sessions"]
+
+
+async def test_a_target_without_shared_counts_all_its_sessions() -> None:
+    target = PlainTarget([session("theirs")])
+    assert wait_for_sessions(target, 1, timeout=5) == {"sessions": target.sessions}
+    for wait in (wait_for_sessions, wait_for_sessions_async):
+        with pytest.raises(WaitTimeout) as caught:
+            result = wait(target, 2, timeout=0.2)
+            if asyncio.iscoroutine(result):
+                await result
+        assert "waiting for 2 session(s) in the server's /status;" in str(caught.value)
+
+
 @pytest.fixture
 async def ready_server() -> AsyncIterator[str]:
     """A stand-in WhisperLive server that answers the config with SERVER_READY."""
