@@ -254,6 +254,10 @@ async def test_a_malformed_message_after_end_of_audio_is_counted_as_such() -> No
     assert "end_of_transcript" in found.offered
     lone = await probed(StandIn(on_config=ready_then("{not json")))
     assert lone.seen["end_of_transcript"] == "after END_OF_AUDIO: malformed; closed with 1000"
+    two = await probed(StandIn(on_config=ready_then(
+        "{not json", lambda uid: protocol.segments(uid, []), close=1001)))
+    assert two.seen["end_of_transcript"] == (
+        "after END_OF_AUDIO: malformed, segments; closed with 1001")
 
 
 async def test_a_server_that_stays_quiet_and_open_is_said_so(quick: None) -> None:
@@ -274,9 +278,14 @@ async def test_a_bad_config_needs_a_close_with_1008_for_close_codes(quick: None)
     async def stay_open(ws: ServerConnection) -> None:
         await ws.wait_closed()
 
+    async def garble_then_1001(ws: ServerConnection) -> None:
+        await ws.send("{garbled")
+        await ws.send(json.dumps({"status": "ERROR", "message": "no"}))
+        await ws.close(1001)
+
     seen = {}
     for name, reply in (("plain", close_plainly), ("1011", error_then_1011),
-                        ("open", stay_open)):
+                        ("open", stay_open), ("two", garble_then_1001)):
         found = await probed(StandIn(on_bad_config=reply))
         assert "close_codes" not in found.offered
         seen[name] = found.seen["close_codes"]
@@ -284,6 +293,7 @@ async def test_a_bad_config_needs_a_close_with_1008_for_close_codes(quick: None)
         "plain": "a config that is not JSON: no message, close 1000 (earshot: ERROR, 1008)",
         "1011": "a config that is not JSON: error, close 1011 (earshot: ERROR, 1008)",
         "open": "a config that is not JSON: no message, no close (earshot: ERROR, 1008)",
+        "two": "a config that is not JSON: malformed, error, close 1001 (earshot: ERROR, 1008)",
     }
 
 
