@@ -273,6 +273,15 @@ class ReleasedAtTheDeadline:
         return self.leftover
 
 
+def test_check_names_each_leftover_on_a_line_of_its_own() -> None:
+    held = Snapshot(fds=frozenset({998, 999}), details={"fds:998": "fd 998", "fds:999": "fd 999"})
+    started = time.monotonic()
+    with pytest.raises(LeakError) as caught:
+        leaks.check(Snapshot(), lambda: held, timeout=0.2)
+    assert time.monotonic() - started < 2.0  # it gave up at its own deadline
+    assert str(caught.value) == "still held 0.2 s after the test:\nfd 998\nfd 999"
+
+
 def test_check_forgives_what_is_released_right_at_its_deadline() -> None:
     leaks.check(Snapshot(), ReleasedAtTheDeadline(Snapshot(fds=frozenset({999})), 0.3),
                 timeout=0.3)
@@ -290,10 +299,12 @@ async def test_check_async_names_what_is_still_held_after_its_deadline() -> None
     loop = asyncio.get_running_loop()
     baseline = take(loop=loop)
     task = asyncio.create_task(asyncio.sleep(30), name="stuck")
+    started = time.monotonic()
     try:
         with pytest.raises(LeakError, match=r"^still held 0\.2 s after the test:\n"
                                             r"asyncio task stuck: <coroutine object sleep"):
             await leaks.check_async(baseline, lambda: take(loop=loop), timeout=0.2)
+        assert time.monotonic() - started < 2.0  # it gave up at its own deadline
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
