@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
+import numpy as np
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.datastructures import Headers
@@ -226,6 +227,31 @@ async def test_the_headers_go_with_every_request() -> None:
     await probed(standin, {"Authorization": "Bearer k"})
     assert len(standin.headers) == 5  # two sessions, three GETs
     assert all(h.get("Authorization") == "Bearer k" for h in standin.headers)
+
+
+async def test_the_session_streams_silence_before_end_of_audio() -> None:
+    received: list[bytes] = []
+
+    async def record(ws: ServerConnection, uid: str) -> None:
+        await ws.send(protocol.server_ready(uid, "sid-1"))
+        async for frame in ws:
+            if frame == protocol.END_OF_AUDIO:
+                break
+            received.append(frame)
+        await ws.send(protocol.end_of_transcript(uid))
+        await ws.close(1000)
+
+    found = await probed(StandIn(on_config=record))
+    assert "end_of_transcript" in found.offered
+    samples = np.frombuffer(b"".join(received), dtype="<f4")
+    assert received and samples.size and not np.any(samples)  # float32 zeros: silence
+
+
+async def test_a_message_of_any_size_is_taken() -> None:
+    huge = [protocol.Segment(float(i), i + 1.0, " word" * 200, True) for i in range(1500)]
+    found = await probed(StandIn(on_config=ready_then(
+        lambda uid: protocol.segments(uid, huge), protocol.end_of_transcript)))
+    assert "end_of_transcript" in found.offered, found.seen  # over 1 MiB: still a message
 
 
 async def test_server_ready_without_a_session_id_is_said_so() -> None:

@@ -129,10 +129,22 @@ def test_the_backoff_never_waits_longer_than_max_interval(kind: str) -> None:
     assert len(polled_at) >= 12
 
 
-def test_the_backoff_is_capped_at_a_quarter_second_unless_told() -> None:
-    polled_at = polls_of(lambda probe: eventually(probe, timeout=1.0))
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_the_backoff_is_capped_at_a_quarter_second_unless_told(kind: str) -> None:
+    def wait_once(probe: Any) -> None:
+        if kind == "sync":
+            eventually(probe, timeout=1.0)
+        else:
+            asyncio.run(eventually_async(probe, timeout=1.0))
+
+    polled_at = polls_of(wait_once)
     gaps = [b - a for a, b in itertools.pairwise(polled_at)]
     assert 0.2 <= max(gaps) < 0.25 + 0.04, f"longest gap {max(gaps):.3f} s"
+
+
+async def test_an_async_wait_without_a_description_waits_for_a_condition() -> None:
+    with pytest.raises(WaitTimeout, match=r"waiting for a condition; last seen: 0$"):
+        await eventually_async(lambda: 0, timeout=0.2)
 
 
 def test_a_timeout_says_how_long_it_waited_and_the_probes_last_assertion() -> None:
