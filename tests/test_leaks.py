@@ -77,6 +77,8 @@ def test_a_new_thread_is_named_with_its_stack(parked_thread: threading.Thread) -
     [found] = snapshot.minus(dataclasses.replace(snapshot, threads=snapshot.threads - {
         parked_thread.ident}))
     assert found.startswith("thread 'parked':\n") and "in park_here" in found
+    stack = found.splitlines()[1:]  # as traceback prints it: every line indented
+    assert stack and all(line.startswith("  ") for line in stack), stack
 
 
 def test_the_main_thread_is_never_counted() -> None:
