@@ -106,12 +106,52 @@ def test_a_grandchild_counts_as_a_child() -> None:
         [grandchild] = eventually(lambda: psutil.Process(parent.pid).children(), timeout=10,
                                   description="the grandchild to start")
         assert {parent.pid, grandchild.pid} <= take().children
+        grandchild.kill()  # the parent reaps it and ends
+        parent.wait(10)
+    finally:
+        parent.kill()
+        parent.wait(10)
+
+
+def test_a_grandchild_is_left_over_as_a_child() -> None:
+    script = "import subprocess, sys; subprocess.run([sys.executable, '-c', sys.argv[1]])"
+    parent = subprocess.Popen([sys.executable, "-c", script, "import time; time.sleep(60)"])
+    try:
+        [grandchild] = eventually(lambda: psutil.Process(parent.pid).children(), timeout=10,
+                                  description="the grandchild to start")
         assert {parent.pid, grandchild.pid} <= set(Leftovers.now().children)
         grandchild.kill()  # the parent reaps it and ends
         parent.wait(10)
     finally:
         parent.kill()
         parent.wait(10)
+
+
+def test_every_open_file_counts_past_a_gap_in_the_numbers(tmp_path: Path) -> None:
+    first, second = open(tmp_path / "a", "w"), open(tmp_path / "b", "w")  # noqa: SIM115
+    try:
+        first.close()  # the lowest free number: where the listing's own descriptor goes
+        assert second.fileno() in take().fds
+    finally:
+        second.close()
+
+
+def test_tasks_of_a_loop_running_in_another_thread_are_counted() -> None:
+    loop = asyncio.new_event_loop()
+    runner = threading.Thread(target=loop.run_forever, name="other-loop")
+    runner.start()
+    try:
+        future = asyncio.run_coroutine_threadsafe(asyncio.sleep(30), loop)
+        task_ids = eventually(lambda: take(loop=loop).tasks, timeout=5,
+                              description="the task to be seen")
+        assert len(task_ids) == 1
+        future.cancel()
+        eventually(lambda: not take(loop=loop).tasks, timeout=5,
+                   description="the cancelled task to end")
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        runner.join(10)
+        loop.close()
 
 
 async def test_a_pending_task_is_named_with_its_coroutine() -> None:

@@ -75,6 +75,18 @@ def test_timeout_says_what_how_long_how_often_and_what_was_seen() -> None:
     assert elapsed <= 1.0 + 0.25, f"gave up {elapsed - 1.0:.3f} s after its deadline"
 
 
+@pytest.mark.parametrize("kind", ["sync", "async"])
+def test_a_long_backoff_is_cut_short_at_the_deadline(kind: str) -> None:
+    # Left alone, the backoff's seventh sleep would end at about 1.27 s.
+    started = time.monotonic()
+    with pytest.raises(WaitTimeout):
+        if kind == "sync":
+            eventually(lambda: False, timeout=0.7, max_interval=5.0)
+        else:
+            asyncio.run(eventually_async(lambda: False, timeout=0.7, max_interval=5.0))
+    assert time.monotonic() - started < 0.7 + 0.2
+
+
 def test_other_exceptions_propagate_at_once() -> None:
     with pytest.raises(ZeroDivisionError):
         eventually(lambda: 1 / 0, timeout=5)
