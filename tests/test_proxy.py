@@ -574,3 +574,53 @@ async def test_a_chain_is_added_and_removed_member_by_member(proxy) -> None:
     proxy.remove(chain)
     assert proxy.toxics("upstream") == proxy.toxics("downstream") == []
     assert proxy.apply_profile("cellular") == proxy.toxics("upstream")
+
+
+async def test_latency_adds_exactly_its_delay_to_when_a_chunk_is_due() -> None:
+    chunk = long_ago()
+    [once] = await through(Latency(100), chunk)
+    [twice] = await through(Latency(100) | Latency(50), chunk)
+    assert once.due - chunk.due == pytest.approx(0.100, abs=1e-9)
+    assert twice.due - chunk.due == pytest.approx(0.150, abs=1e-9)
+    assert once.data == twice.data == chunk.data
+
+
+async def test_latency_jitter_reaches_below_and_above_the_latency() -> None:
+    chunk, link = long_ago(), FakeLink()
+    added = [(await through(Latency(60, jitter_ms=40), chunk, link))[0].due - chunk.due
+             for _ in range(50)]
+    assert min(added) < 0.060 < max(added)
+
+
+async def test_jitter_larger_than_the_latency_never_makes_a_chunk_due_earlier() -> None:
+    chunk, link = long_ago(), FakeLink()
+    added = [(await through(Latency(5, jitter_ms=50), chunk, link))[0].due - chunk.due
+             for _ in range(50)]
+    assert min(added) == 0.0 and max(added) > 0.005
+
+
+async def test_latency_forwards_at_once_what_is_due_already() -> None:
+    started = time.monotonic()
+    await through(Latency(100) | Latency(100), Chunk(PAYLOAD, due=started - 1.0))
+    assert time.monotonic() - started < 0.5  # due at -0.8 s: nothing to wait for
+
+
+def test_slicer_pieces_are_never_empty() -> None:
+    rng = random.Random(1)
+    assert Slicer(average_size=1).slice(b"abc", rng) == [b"a", b"b", b"c"]
+    assert Slicer(average_size=0).slice(b"ab", rng) == [b"a", b"b"]
+    pieces = Slicer(average_size=2, size_variation=4).slice(bytes(range(200)), rng)
+    assert all(pieces) and b"".join(pieces) == bytes(range(200))
+
+
+def test_slicer_sizes_vary_both_ways_around_the_average() -> None:
+    pieces = Slicer(average_size=10, size_variation=3).slice(bytes(3000), random.Random(1))
+    sizes = [len(p) for p in pieces[:-1]]
+    assert all(7 <= s <= 13 for s in sizes) and min(sizes) < 10 < max(sizes)
+    assert {len(p) for p in Slicer(average_size=10).slice(bytes(100), random.Random(1))} == {10}
+
+
+async def test_slicer_passes_the_first_piece_on_at_once() -> None:
+    started = time.monotonic()
+    out = await through(Slicer(average_size=100, delay_ms=500), long_ago())
+    assert len(out) == 1 and time.monotonic() - started < 0.5

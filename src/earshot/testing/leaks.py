@@ -12,6 +12,7 @@ its command line, a container by id, a session by uid and id.
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import shutil
 import sys
@@ -51,6 +52,19 @@ class Snapshot:
         return found
 
 
+def _current_frames() -> dict[int, Any]:
+    """``sys._current_frames()`` with the garbage collector held off: on CPython
+    before 3.11.9 a collection inside it (one that frees a ``threading.local``)
+    deadlocks the process (python/cpython#106883)."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        return sys._current_frames()
+    finally:
+        if enabled:
+            gc.enable()
+
+
 Source = Callable[[], dict[str, str]]  # extra resources: key -> description
 
 
@@ -61,7 +75,7 @@ def take(
     sessions: Callable[[], list[dict[str, Any]]] | None = None,
 ) -> Snapshot:
     details: dict[str, str] = {}
-    frames = sys._current_frames()
+    frames = _current_frames()
     threads = set()
     for thread in threading.enumerate():
         if thread.ident is None or thread is threading.main_thread():

@@ -15,6 +15,7 @@ from one that can, in one line that names the problem.
 
 from __future__ import annotations
 
+import http.client
 import json
 import time
 import urllib.error
@@ -194,13 +195,13 @@ def _bad_config(ws_url: str, headers: Mapping[str, str], timeout: float,
 
 
 def _get(url: str, headers: Mapping[str, str], timeout: float) -> tuple[int | None, bytes]:
-    request = urllib.request.Request(url, headers=dict(headers))
-    try:
+    try:  # a malformed URL, too, gets no HTTP answer (ValueError from Request, InvalidURL)
+        request = urllib.request.Request(url, headers=dict(headers))
         with urllib.request.urlopen(request, timeout=timeout) as response:
             return response.status, response.read(65536)
     except urllib.error.HTTPError as exc:
         return exc.code, b""
-    except (urllib.error.URLError, OSError, ValueError) as exc:
+    except (urllib.error.URLError, OSError, ValueError, http.client.InvalidURL) as exc:
         return None, str(getattr(exc, "reason", exc)).encode()
 
 
