@@ -160,8 +160,8 @@ def test_counts_must_be_at_least_one(name: str) -> None:
     assert getattr(validate(ServerConfig(**{name: 1})), name) == 1  # type: ignore[arg-type]
 
 
-DURATIONS = ("max_connection_time", "handshake_timeout", "max_backlog_seconds",
-             "ping_interval", "ping_timeout", "drain_timeout")
+DURATIONS = ("max_connection_time", "handshake_timeout",
+             "ping_interval", "ping_timeout", "drain_timeout")  # the backlog: below
 
 
 @pytest.mark.parametrize("name", DURATIONS)
@@ -169,6 +169,18 @@ def test_durations_must_be_greater_than_zero(name: str) -> None:
     for bad in (0.0, -1.0):
         refused(f"--{name.replace('_', '-')}: must be greater than 0", **{name: bad})
     assert getattr(validate(ServerConfig(**{name: 0.5})), name) == 0.5  # type: ignore[arg-type]
+
+
+def test_the_backlog_limit_is_at_least_a_window_and_a_step() -> None:
+    from earshot.server.config import MIN_BACKLOG_SECONDS
+
+    for bad in (-1.0, 0.0):
+        refused("--max-backlog-seconds: must be greater than 0", max_backlog_seconds=bad)
+    refused(f"--max-backlog-seconds: must be at least {MIN_BACKLOG_SECONDS:g} "
+            "(a full window of audio and a step)",
+            max_backlog_seconds=MIN_BACKLOG_SECONDS - 0.5)
+    limit = validate(ServerConfig(max_backlog_seconds=MIN_BACKLOG_SECONDS)).max_backlog_seconds
+    assert limit == MIN_BACKLOG_SECONDS
 
 
 @pytest.mark.parametrize("seconds", [0.1, 0.5, 10.0])
