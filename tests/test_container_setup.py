@@ -1,0 +1,88 @@
+"""What the container module promises before any container runs: making one has no
+side effects, prepare() readies Docker once per process, and the settings and the
+image's own promises (its user, its health check) are what the README says. No
+Docker engine is needed: testcontainers' client and earshot's own set-up of an
+engine are replaced by stand-ins that fail, or count, where a test must show
+they are not called, or called once."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from earshot.testing import container as module
+from earshot.testing.container import ReadyzWaitStrategy, WhisperLiveContainer
+
+DOCKERFILE = (Path(module.__file__).parent / "docker" / "Dockerfile.server").read_text()
+
+
+class StandInDockerClient:
+    """Stands in for testcontainers' Docker client (whose constructor asks the engine
+    its API version): anything that would act on the engine fails the test."""
+
+    def __init__(self, **kwargs: object) -> None:
+        pass
+
+    def __getattr__(self, name: str) -> object:
+        raise AssertionError(f"the Docker engine was asked to {name}")
+
+
+@pytest.fixture
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No engine is acted on, and earshot's engine set-up refused (a stand-in that fails
+    the test if called)."""
+    import testcontainers.core.container as tc_container
+
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the Docker engine was set up")
+
+    monkeypatch.setattr(tc_container, "DockerClient", StandInDockerClient)
+    monkeypatch.setattr(module, "ensure_engine", refuse)
+
+
+def test_making_a_container_calls_no_engine_and_waits_60_s_for_readyz(no_engine) -> None:
+    server = WhisperLiveContainer("earshot-server:any", max_clients=2)
+    assert server.startup_timeout == 60.0
+    assert isinstance(server._readiness, ReadyzWaitStrategy)
+    assert server._readiness.awaits == "GET /readyz answering 200"
+    assert server._container is None  # made, not started: no container on the engine yet
+    assert "EARSHOT_MAX_CLIENTS=2" in [f"{k}={v}" for k, v in server.env.items()]
+
+
+def test_gpu_requests_every_gpu_and_nothing_else_does(no_engine) -> None:
+    requests = WhisperLiveContainer("t", gpu=True)._kwargs["device_requests"]
+    assert [(r["Count"], r["Capabilities"]) for r in requests] == [(-1, [["gpu"]])]
+    assert "device_requests" not in WhisperLiveContainer("t")._kwargs
+
+
+@pytest.fixture
+def counted_engine(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """prepare()'s one-time state cleared around the test; the engine's set-up counted
+    (stand-in), and Ryuk's image absent, as on these machines."""
+    calls: list[str] = []
+    monkeypatch.setattr(module, "ensure_engine", lambda: calls.append("engine"))
+    monkeypatch.setattr(module, "ryuk_available", lambda: False)
+    monkeypatch.setattr(module.testcontainers_config, "ryuk_disabled", False)
+    module._prepare_docker.cache_clear()
+    try:
+        yield calls
+    finally:
+        module._prepare_docker.cache_clear()  # the next real prepare() does the real work
+
+
+def test_prepare_readies_docker_once_and_turns_ryuk_off_without_its_image(
+        counted_engine: list[str]) -> None:
+    WhisperLiveContainer.prepare()
+    WhisperLiveContainer.prepare()
+    assert counted_engine == ["engine"]
+    assert module.testcontainers_config.ryuk_disabled is True
+
+
+def test_the_image_runs_the_server_as_uid_10001_and_checks_its_readyz() -> None:
+    assert re.search(r"^USER 10001$", DOCKERFILE, re.M)
+    assert re.search(r"useradd[^\n]*--uid 10001", DOCKERFILE)
+    healthcheck = DOCKERFILE[DOCKERFILE.index("HEALTHCHECK"):].split("\n\n")[0]
+    assert "/readyz" in healthcheck
