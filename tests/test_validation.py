@@ -224,6 +224,9 @@ def test_the_suite_runner_runs_a_suite_and_folds_what_it_reports(tmp_path) -> No
     tests = tmp_path / "suite"
     tests.mkdir()
     (tests / "test_tiny.py").write_text(TINY_SUITE)
+    # Its own ini (and so its own rootdir), wherever the temp dir lies: under make
+    # mutate it lies inside a copy of this repository, whose ini refuses unknown markers.
+    (tests / "pytest.ini").write_text("[pytest]\nmarkers =\n    extension(name): an extension\n")
     workdir = tmp_path / "work"
     workdir.mkdir()
     events: list[dict] = []
