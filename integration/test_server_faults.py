@@ -16,6 +16,7 @@ import pytest
 
 from earshot.client import AsyncTranscriptionClient, ConnectionLost, ConnectionState
 from earshot.client.reconnect import ReconnectPolicy
+from earshot.protocol import SAMPLE_RATE
 from earshot.testing.waiting import eventually_async, wait_for_sessions_async
 from earshot.testing.wer import wer
 
@@ -28,10 +29,14 @@ PAUSE_S = 5.0
 
 @pytest.fixture
 def speech(jfk: np.ndarray) -> np.ndarray:
-    """JFK's sentence twice (22 s): the server completes its first sentence once it
-    is 2 s behind the audio and the model has closed it (11-14 s in), so a fault
-    can land after a completed segment while audio is still being sent."""
-    return np.concatenate([jfk, jfk])
+    """JFK's sentence twice with a speaker's pause between (24 s): the server
+    completes the first sentence once the window is 2 s past its end (12.5-13 s
+    in), so a fault can land after a completed segment while audio is still being
+    sent. Without the pause, the sentences run together and tiny.en sometimes reads
+    both as one growing segment that no two passes agree on: nothing completes
+    before the window fills (28.5 s), which is the server's rule, not a fault."""
+    pause = np.zeros(int(2.0 * SAMPLE_RATE), dtype=np.float32)
+    return np.concatenate([jfk, pause, jfk])
 
 
 def assert_whole(manifest, client: AsyncTranscriptionClient, segments) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import shlex
 import stat
+import subprocess
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,23 @@ def test_a_failed_run_raises_naming_its_load_exit_and_log(
         cap.run_level(Target(), 4, 1.0, tmp_path, "level-04", [])
     assert str(raised.value) == (f"the load run for 4 user(s) failed (exit {exit_code}); "
                                  f"see {tmp_path / 'level-04.log'}")
+
+
+def test_a_levels_runner_is_bounded_at_its_run_time_plus_three_minutes(
+        runner: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A runner that hangs (a stuck Locust) is killed at its bound: the search never
+    waits for ever. The bound is given to subprocess.run, recorded here on its way."""
+    runner(summary())
+    bounds: list[float | None] = []
+
+    def bounded_run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[bytes]:
+        bounds.append(kwargs.get("timeout"))
+        return subprocess.run(*args, **kwargs)
+
+    monkeypatch.setattr(cap, "subprocess", SimpleNamespace(run=bounded_run,
+                                                          STDOUT=subprocess.STDOUT))
+    cap.run_level(Target(), 2, 40.0, tmp_path, "level-02", [])
+    assert bounds == [220.0]
 
 
 # -- the search ------------------------------------------------------------------------

@@ -5,6 +5,7 @@ search's defaults. A default changed in one place and not the other fails here."
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import re
 import tomllib
 from pathlib import Path
@@ -80,3 +81,35 @@ def test_the_capacity_search_runs_the_levels_and_soak_the_readme_gives() -> None
     args = cli.parse_args(["capacity"])
     assert args.soak == 1800.0  # "then a 30 min soak" (make capacity)
     assert "then a 30 min soak" in README
+
+
+def _named_wait_bounds() -> dict[str, float]:
+    """The README's "Their bounds unless given `timeout=`" list: wait name -> seconds."""
+    text = " ".join(README[README.index("Their bounds unless given"):].split("\n", 3)[:3])
+    return {name: float(seconds)
+            for name, seconds in re.findall(r"`(wait_for_[a-z_]+)` (\d+) s", text)}
+
+
+def test_the_named_waits_bound_themselves_and_their_async_twins_as_the_readme_says() -> None:
+    from earshot.testing import waiting
+    bounds = _named_wait_bounds()
+    assert set(bounds) == {"wait_for_state", "wait_for_sessions", "wait_for_transcript",
+                           "wait_for_container_status"}
+    for name, seconds in bounds.items():
+        for wait in (getattr(waiting, name), getattr(waiting, f"{name}_async")):
+            assert inspect.signature(wait).parameters["timeout"].default == seconds, wait
+
+
+def test_the_leak_checks_wait_as_long_as_the_guard_the_readme_gives() -> None:
+    from earshot.plugin import leaks as guard
+    from earshot.testing import leaks
+    assert "(waited for, 5 s, as `earshot.testing.leaks.check`" in README
+    assert guard.SETTLE_SECONDS == 5.0
+    for check in (leaks.check, leaks.check_async):
+        assert inspect.signature(check).parameters["timeout"].default == guard.SETTLE_SECONDS
+
+
+def test_the_probe_waits_as_long_as_docs_validation_says() -> None:
+    from earshot.testing import offers
+    assert "each connection and each\n   GET waits at most 10 s" in VALIDATION_DOC
+    assert inspect.signature(offers.probe).parameters["timeout"].default == 10.0

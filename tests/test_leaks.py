@@ -81,6 +81,15 @@ def test_a_new_thread_is_named_with_its_stack(parked_thread: threading.Thread) -
     assert stack and all(line.startswith("  ") for line in stack), stack
 
 
+def test_a_thread_without_a_frame_is_named_without_a_stack(
+        parked_thread: threading.Thread, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thread listed before it has a frame (or after it lost it) shows no stack:
+    not the snapshot's own, which would point at the guard instead of the leak."""
+    monkeypatch.setattr(leaks, "_current_frames", dict)
+    snapshot = take()
+    assert snapshot.details[f"threads:{parked_thread.ident}"] == "thread 'parked':\n"
+
+
 def test_the_main_thread_is_never_counted() -> None:
     assert threading.main_thread().ident not in take().threads
 
@@ -335,6 +344,32 @@ async def test_check_async_waits_without_blocking_the_loop() -> None:
     task = asyncio.create_task(asyncio.sleep(0.2))
     await leaks.check_async(baseline, lambda: take(loop=loop), timeout=5)
     assert task.done()
+
+
+class Counted:
+    """A snapshot source that counts its calls: holds a descriptor for the first
+    ``held`` calls, then nothing."""
+
+    def __init__(self, held: int) -> None:
+        self.calls, self.held = 0, held
+
+    def __call__(self) -> Snapshot:
+        self.calls += 1
+        return Snapshot(fds=frozenset({999})) if self.calls <= self.held else Snapshot()
+
+
+@pytest.mark.parametrize("held", [0, 2])
+def test_check_returns_at_the_first_clean_snapshot(held: int) -> None:
+    source = Counted(held)
+    leaks.check(Snapshot(), source, timeout=5)
+    assert source.calls == held + 1
+
+
+@pytest.mark.parametrize("held", [0, 2])
+async def test_check_async_returns_at_the_first_clean_snapshot(held: int) -> None:
+    source = Counted(held)
+    await leaks.check_async(Snapshot(), source, timeout=5)
+    assert source.calls == held + 1
 
 
 async def test_check_async_names_what_is_still_held_after_its_deadline() -> None:

@@ -383,6 +383,38 @@ async def test_each_get_says_how_long_it_took() -> None:
     assert 150 <= status_ms <= took_ms
 
 
+@asynccontextmanager
+async def endless_http(first: bytes) -> AsyncIterator[str]:
+    """An HTTP server whose every answer is 200 with a body that never ends: it sends
+    ``first`` and then nothing more, holding the connection open."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + first)
+        await writer.drain()
+        await reader.read()  # until the probe hangs up
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        for writer in writers:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_body_that_never_ends_is_judged_on_its_first_64_kib() -> None:
+    """A hostile or broken endpoint cannot hold the probe: it reads 64 KiB at most."""
+    first = b"# TYPE up gauge\n".ljust(65536, b"#")
+    async with endless_http(first) as http_url, serving(StandIn()) as standin:
+        found = await asyncio.to_thread(probe, standin.ws_url, http_url, None, 3.0)
+    assert {"readyz", "metrics"} <= found.offered, found.seen
+    assert found.seen["status"] == "GET /status: HTTP 200, not the format"
+
+
 async def timed_probe(standin: StandIn, timeout: float) -> tuple[Offers | TargetError, float]:
     """The probe's outcome and how long it took (the stand-in's slow answers
     finish after it, when the stand-in closes)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import numpy as np
 import pytest
@@ -204,3 +205,30 @@ def test_a_hostile_segment_is_named_in_a_short_excerpt() -> None:
     assert len(text.split(":")[0]) == len("malformed segment ") + 80
     with pytest.raises(ProtocolError, match=r"malformed segment \[\[\[1\]\]\]: not a JSON"):
         Segment.from_wire([[[1]]])
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    ("x" * 78, repr("x" * 78)),  # 80 characters: shown whole
+    ("x" * 79, repr("x" * 79)[:77] + "..."),  # 81: cut to 80 with its ellipsis
+])
+def test_an_excerpt_keeps_80_characters_whole_and_cuts_longer(value: str, shown: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        Segment.from_wire(value)
+    assert caught.value.message == f"malformed segment {shown}: not a JSON object"
+
+
+def _nested(depth: int) -> list[Any]:
+    value: list[Any] = []
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+@pytest.mark.parametrize(("value", "shown"), [
+    (10 ** 5000, "<a int>"),  # its repr passes Python's integer-digits limit
+    (_nested(100_000), "<a list>"),  # its repr passes the recursion limit
+], ids=["huge int", "deep list"])
+def test_a_value_without_a_repr_is_named_by_its_type(value: Any, shown: str) -> None:
+    with pytest.raises(ProtocolError) as caught:
+        Segment.from_wire(value)
+    assert caught.value.message == f"malformed segment {shown}: not a JSON object"

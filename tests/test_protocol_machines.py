@@ -350,3 +350,27 @@ def test_the_language_goes_out_once_while_streaming_or_finishing_and_never_befor
     sent = server.language("en", 0.98765)  # the first time may be after END_OF_AUDIO
     assert sent is not None and json.loads(sent)["language_prob"] == 0.9877
     assert server.language("en", 0.5) is None
+
+
+def test_the_language_may_go_out_while_streaming_and_carries_the_uid_and_code() -> None:
+    server, _ = _streaming_pair()
+    sent = server.language("de", 0.5)
+    assert sent is not None
+    assert json.loads(sent) == {"uid": UID, "language": "de", "language_prob": 0.5}
+
+
+@pytest.mark.parametrize(("this_side_closed", "ending"), [
+    (True, Ending.CLOSED_BY_CLIENT), (False, Ending.LOST)])
+def test_a_close_before_the_final_is_the_clients_own_only_when_it_began_it(
+        this_side_closed: bool, ending: Ending) -> None:
+    _, client = _streaming_pair()
+    if this_side_closed:
+        client.close()
+    assert client.closed(CloseCode.NORMAL).ending is ending
+
+
+def test_an_invalid_state_says_what_was_asked_in_which_state() -> None:
+    with pytest.raises(InvalidState) as caught:
+        ServerConnection().language("en", 0.9)
+    assert caught.value.message == str(caught.value) == (
+        "cannot send the language in state CONFIG")

@@ -748,3 +748,29 @@ async def test_a_foreign_server_without_end_of_transcript_still_streams(
     assert transcript.close_code == 1000 and not transcript.final
     assert transcript.heard == "and so"
 
+
+
+def test_a_test_that_never_reported_is_a_failure_saying_so() -> None:
+    result = suite.finish(_passing_suite(cut=suite.TestResult("t.py::cut", [])), 1, "")
+    [cut] = result.of("failed")
+    assert (cut.nodeid, cut.kind, cut.message) == (
+        "t.py::cut", "core", "no result: the suite ended before this test reported")
+
+
+def test_a_session_pytest_failed_at_its_end_is_a_failed_core_check_saying_why() -> None:
+    log = "...\nerror: the test session left these behind (now removed):\n  temp dir x\n"
+    [session] = suite.finish(_passing_suite(), 1, log).of("failed")
+    assert session.as_dict() == {
+        "nodeid": suite.SESSION, "kind": "core", "extensions": [], "outcome": "failed",
+        "message": "pytest failed the session at its end with every test passed: "
+                   "error: the test session left these behind (now removed):",
+        "seconds": 0.0}
+    [unexplained] = suite.finish(_passing_suite(), 1, "no error line\n").of("failed")
+    assert unexplained.message == "pytest exited 1 with every test passed (see suite.log)"
+
+
+def test_the_seed_is_read_from_pytests_header_only() -> None:
+    """The first 30 lines hold pytest's header; a seed a test prints later is not the run's."""
+    header = ["line"] * 29
+    assert suite.finish({}, 0, "\n".join([*header, "Using --randomly-seed=42"])).seed == "42"
+    assert suite.finish({}, 0, "\n".join([*header, "x", "Using --randomly-seed=42"])).seed is None
