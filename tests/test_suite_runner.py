@@ -127,6 +127,22 @@ def test_the_suite_runs_from_the_repository_root_wherever_the_validator_started(
     assert _outcomes(result) == {"test_runs_from_the_root": ("passed", "")}
 
 
+def test_a_workdir_given_relative_to_the_validators_directory_holds_the_results(
+        tmp_path, monkeypatch) -> None:
+    """``--reports reports-here`` from any directory: the suite runs from the root,
+    so the paths it is given must not be relative to the validator's directory."""
+    tests = tmp_path / "suite"
+    tests.mkdir()
+    (tests / "test_tiny.py").write_text("def test_passes():\n    pass\n")
+    (tests / "pytest.ini").write_text("[pytest]\n")
+    (tmp_path / "rel").mkdir()
+    monkeypatch.chdir(tmp_path)
+    result = suite.run(["--noconftest"], Path("rel"), tests_from=tests)
+    assert _outcomes(result) == {"test_passes": ("passed", "")}
+    assert (tmp_path / "rel" / "junit.xml").is_file()
+    assert (tmp_path / "rel" / "suite.log").is_file()
+
+
 def test_what_the_suite_writes_to_stderr_is_in_its_log(tmp_path) -> None:
     result, workdir = _run_tiny(tmp_path, """
         import os

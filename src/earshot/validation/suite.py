@@ -108,6 +108,7 @@ def run(pytest_args: Sequence[str], workdir: Path, *,
     """Run the suite (``tests_from``: earshot's scenario suite) with ``pytest_args``
     (the target's options) and ``env`` added to the environment; JUnit XML and the
     pytest log go to ``workdir``. ``poll`` is called while waiting (progress)."""
+    workdir = workdir.resolve()  # the suite runs from the root, not from this directory
     events = workdir / "events.jsonl"
     events.touch()
     command = [sys.executable, "-m", "pytest", str(tests_from), "-p", "earshot.validation.events",
