@@ -565,3 +565,21 @@ def test_as_dict_has_every_extension_with_its_meaning_and_what_was_seen() -> Non
     assert data["readyz"] == {"offered": True, "meaning": EXTENSIONS["readyz"],
                               "seen": "GET /readyz: 200 in 3 ms"}
     assert data["status"] == {"offered": False, "meaning": EXTENSIONS["status"], "seen": ""}
+
+
+@pytest.mark.parametrize(("error", "reason"), [
+    (OSError("no route from here"), "no route from here"),
+    (OSError(), "OSError"),
+], ids=["without an errno", "without a text"])
+def test_a_connection_error_is_named_by_its_text_or_else_its_type(
+        monkeypatch: pytest.MonkeyPatch, error: OSError, reason: str) -> None:
+    """Not every OSError carries an errno (websockets raises some of its own); the
+    refusal still says what went wrong. The library's connect is replaced by one that
+    raises it: no real connection fails this way on demand."""
+    def refuse(*args: object, **kwargs: object) -> None:
+        raise error
+
+    monkeypatch.setattr(offers, "connect", refuse)
+    with pytest.raises(TargetError) as caught:
+        probe("ws://127.0.0.1:9", "http://127.0.0.1:9")
+    assert str(caught.value) == f"cannot reach ws://127.0.0.1:9: {reason}"

@@ -374,3 +374,28 @@ def test_an_invalid_state_says_what_was_asked_in_which_state() -> None:
         ServerConnection().language("en", 0.9)
     assert caught.value.message == str(caught.value) == (
         "cannot send the language in state CONFIG")
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ("é" * 100, "é" * 61),  # 200 bytes: cut at 123, on the boundary before the split é
+    ("x" * 123, "x" * 123),
+    ("x" * 124, "x" * 123),
+], ids=["split character", "fits", "one byte over"])
+def test_a_close_reason_is_cut_to_a_close_frame_on_a_character_boundary(
+        text: str, reason: str) -> None:
+    from earshot.protocol.ending import close_reason
+    assert close_reason(text) == reason
+
+
+@pytest.mark.parametrize(("config", "bytes_per_sample"), [
+    ({"uid": UID, "audio_format": "int16"}, 2),
+    ({"uid": UID}, 4),  # WhisperLive's default: float32
+    ({"uid": UID, "audio_format": "mp3"}, 4),  # broken: the server refuses it first
+], ids=["int16", "no format", "unknown format"])
+def test_a_config_sent_as_a_mapping_sets_the_format_of_the_audio_frames(
+        config: dict[str, str], bytes_per_sample: int) -> None:
+    client = ClientConnection(UID)
+    client.send_config(config)
+    client.receive(json.dumps({"uid": UID, "message": "SERVER_READY", "backend": "x"}))
+    frame = client.send_audio(np.zeros(160, dtype=np.float32))
+    assert len(frame) == 160 * bytes_per_sample
