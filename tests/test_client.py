@@ -361,3 +361,38 @@ def test_the_sync_connect_waits_out_the_whole_reconnect_policy() -> None:
             assert time.monotonic() - started >= policy.deadline
         finally:
             client.close()
+
+
+@pytest.fixture
+async def disconnecting_server() -> AsyncIterator[str]:
+    """Stand-in: SERVER_READY, then DISCONNECT at the first audio frame, and its close
+    (1001) a moment later, as a draining server sends them: the client's next send
+    falls between the two."""
+    async def handler(ws) -> None:
+        uid = json.loads(await ws.recv())["uid"]
+        await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "x",
+                                  "session_id": "s-1"}))
+        await ws.recv()
+        await ws.send(json.dumps({"uid": uid, "message": "DISCONNECT"}))
+        await asyncio.sleep(0.5)  # pacing: the close follows the message
+        await ws.close(1001, "server shutting down")
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+
+
+async def test_a_send_between_disconnect_and_its_close_carries_the_close_code(
+        disconnecting_server) -> None:
+    """The error a DISCONNECT gives carries the close that follows it (1001), not None:
+    the client waits for that close (within its close timeout) before raising."""
+    client = AsyncTranscriptionClient(disconnecting_server, close_timeout=5)
+    await client.connect()
+    try:
+        with pytest.raises(ConnectionLost) as caught:
+            await client.send_audio(np.zeros(1600, dtype=np.float32))
+            await eventually_async(lambda: client._link.protocol.refusal, timeout=5,
+                                   description="the DISCONNECT")
+            await client.send_audio(np.zeros(1600, dtype=np.float32))
+        assert caught.value.close_code == 1001 and "DISCONNECT" in str(caught.value)
+    finally:
+        await client.close()

@@ -455,6 +455,7 @@ def test_each_threshold_holds_at_its_limit_and_fails_just_past_it(tmp_path, name
     checks = report.write(_measured_run(_thresholds(tmp_path, name, past)), beyond)
     first = (beyond / "summary.md").read_text().splitlines()[0]
     assert first.startswith(f"DO NOT SHIP: {name} is "), first
+    assert f", needs {'<=' if spec.kind == 'max' else '>='} " in first, first
     assert [c.name for c in checks if not c.passed] == [name]
     assert report.exit_status(checks) == 1
     assert json.loads((beyond / "metrics.json").read_text())["verdict"] == first
@@ -774,3 +775,19 @@ def test_the_seed_is_read_from_pytests_header_only() -> None:
     header = ["line"] * 29
     assert suite.finish({}, 0, "\n".join([*header, "Using --randomly-seed=42"])).seed == "42"
     assert suite.finish({}, 0, "\n".join([*header, "x", "Using --randomly-seed=42"])).seed is None
+
+
+def test_a_threshold_not_measured_shows_a_dash_in_the_summarys_table(tmp_path) -> None:
+    thresholds = _thresholds(tmp_path, "suite.max_core_failures", 0)
+    run = _run(thresholds=load(thresholds), network=[], phases=("suite", "network"))
+    report.write(run, tmp_path)
+    rows = [line for line in (tmp_path / "summary.md").read_text().splitlines()
+            if line.startswith("| network.max_wer |")]
+    assert rows and rows[0].split(" | ")[1] == "-", rows
+
+
+def test_a_tests_time_is_reported_to_the_hundredth_of_a_second() -> None:
+    result = suite.TestResult("t.py::slow", ["status"], "passed", seconds=12.3456)
+    assert result.as_dict() == {"nodeid": "t.py::slow", "kind": "extension",
+                                "extensions": ["status"], "outcome": "passed", "message": "",
+                                "seconds": 12.35}

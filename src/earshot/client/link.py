@@ -121,19 +121,24 @@ class Link:
             raise ConnectError(f"no SERVER_READY within {timeout:g} s from {url}") from None
 
     async def send_audio(self, samples: np.ndarray) -> None:
-        await self._send(self._frame(lambda: self.protocol.send_audio(samples)), "while sending")
+        frame = await self._frame(lambda: self.protocol.send_audio(samples))
+        await self._send(frame, "while sending")
 
     async def send_end_of_audio(self) -> None:
-        await self._send(self._frame(self.protocol.send_end_of_audio), "before END_OF_AUDIO")
+        await self._send(await self._frame(self.protocol.send_end_of_audio),
+                         "before END_OF_AUDIO")
 
-    def _frame(self, make: Callable[[], bytes]) -> bytes:
-        """The frame the protocol makes; once the server ended the session (its close
-        follows), what it said instead of the protocol's InvalidState."""
+    async def _frame(self, make: Callable[[], bytes]) -> bytes:
+        """The frame the protocol makes; once the server ended the session, what it
+        said instead of the protocol's InvalidState, with the close that follows
+        (awaited within the close timeout: a send can fall between the two)."""
         try:
             return make()
         except InvalidState:
             if self.protocol.refusal is None:
                 raise
+            if self.ws.close_code is None:
+                await asyncio.wait([self.receiver], timeout=self.ws.close_timeout)
             raise ended_error(self.protocol, self.ws.close_code) from None
 
     async def _send(self, frame: str | bytes, when: str) -> None:
