@@ -89,9 +89,15 @@ peer-image: setup engine
 # named in pyproject.toml's [tool.mutmut]. Results stay in mutants/, so a rerun tests
 # only what changed; MUTATE_TIMEOUT (seconds) bounds the run. Then the score per module
 # (scripts/mutation_score.py; equivalent mutants are listed in docs/suite.md), failing
-# under MUTATE_MIN percent.
+# under MUTATE_MIN percent. MUTATE_JOBS mutants run at once (default: one per core;
+# more pays off, as many of the tests wait on the clock rather than the CPU, and
+# mutmut's per-mutant limit is CPU time, so a busy machine times nothing out).
 MUTATE_TIMEOUT ?= 10800
 MUTATE_MIN     ?= 95
+MUTATE_JOBS    ?=
+# MUTANTS="NAME..." (mutmut's names, globs too) retests those only, e.g. survivors once
+# a test for them is written: mutmut does not retest a survivor by itself.
+MUTANTS        ?=
 mutate: setup
 	@$(PY) -m pip install --quiet 'mutmut==3.8.1'
 	@mkdir -p mutants
@@ -104,7 +110,7 @@ mutate: setup
 	@export EARSHOT_AUDIO_MIRROR="$${EARSHOT_AUDIO_MIRROR:-$$($(PY) -c 'from earshot.audio import default_mirror as m; print(m() or "")')}"; \
 	export EARSHOT_AUDIO_CACHE="$${EARSHOT_AUDIO_CACHE:-$(CURDIR)/.cache/audio}"; \
 	export TMPDIR="$(CURDIR)/mutants/tmp" DOCKER_HOST=unix:///nonexistent/docker.sock; \
-	timeout $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run >mutants/run.log 2>&1; rc=$$?; \
+	timeout $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run $(if $(MUTATE_JOBS),--max-children $(MUTATE_JOBS)) $(MUTANTS) >mutants/run.log 2>&1; rc=$$?; \
 	    if [ $$rc = 124 ]; then echo "mutate: stopped after $(MUTATE_TIMEOUT) s; run it again to go on"; \
 	    elif [ $$rc != 0 ]; then tail -c 2000 mutants/run.log; exit $$rc; fi
 	$(PY) scripts/mutation_score.py --min $(MUTATE_MIN)

@@ -322,9 +322,13 @@ class WhisperLiveContainer(ServerContainer):
         passed as the server's ``EARSHOT_*`` variables; ``env`` adds raw variables;
         ``gpu`` requests every GPU (run the CUDA image then)."""
         gpus = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
+        # The image's HEALTHCHECK is for deployments; here readiness is the wait
+        # strategy, and the check's process, started in the container every 5 s, can
+        # make pause() fail: cgroup v1's freezer cannot freeze while a process joins
+        # ("unable to freeze", opencontainers/runc#2774).
         super().__init__(image, env={**as_env({**settings, "api_key": api_key}), **(env or {})},
                          api_key=api_key, startup_timeout=startup_timeout,
-                         wait=ReadyzWaitStrategy(),
+                         wait=ReadyzWaitStrategy(), healthcheck={"test": ["NONE"]},
                          **({"device_requests": gpus} if gpus else {}))
 
     @classmethod
