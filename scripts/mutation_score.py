@@ -5,7 +5,8 @@ and the equivalent mutants listed in docs/suite.md (the table under
 "Equivalent mutants": a mutant's name in backticks in the first cell, the reason
 in the second). A mutant is killed when a test failed, timed out or crashed on
 it; an equivalent one cannot be killed (no behaviour changed) and is counted
-apart. The score of a module is killed / (mutants - equivalent).
+apart. The score of a module is killed / (mutants - equivalent - not checked), and
+a module with mutants not checked yet is marked incomplete (and fails --min).
 
     python scripts/mutation_score.py [--min 95]    # exit 1 if a module scores under it
 """
@@ -70,7 +71,8 @@ def table(statuses: dict[str, str], equivalent: set[str]) -> tuple[list[list[str
         per[module_of(name)][shown] += 1
         if shown in ("survived", "no tests"):
             open_survivors.append(name)
-    rows = [["module", "mutants", "killed", "equivalent", "survived", "no tests", "score"]]
+    rows = [["module", "mutants", "killed", "equivalent", "survived", "no tests",
+             "not checked", "score"]]
     total: Counter[str] = Counter()
     for module in sorted(per):
         counts = per[module]
@@ -81,11 +83,15 @@ def table(statuses: dict[str, str], equivalent: set[str]) -> tuple[list[list[str
 
 
 def _row(name: str, counts: Counter[str]) -> list[str]:
+    """A module's counts and score: killed over the mutants checked that are not
+    equivalent; a module with mutants not checked yet is marked incomplete."""
     mutants = sum(counts.values())
-    scored = mutants - counts["equivalent"]
+    scored = mutants - counts["equivalent"] - counts["not checked"]
     score = 100.0 * counts["killed"] / scored if scored else 100.0
+    shown = f"{score:.1f} %" + (" (incomplete)" if counts["not checked"] else "")
     return [name, str(mutants), str(counts["killed"]), str(counts["equivalent"]),
-            str(counts["survived"]), str(counts["no tests"]), f"{score:.1f} %"]
+            str(counts["survived"]), str(counts["no tests"]), str(counts["not checked"]),
+            shown]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,9 +116,14 @@ def main(argv: list[str] | None = None) -> int:
         print("\nsurvivors not listed as equivalent in docs/suite.md:")
         print("\n".join(f"  {name}" for name in survivors) or "  none")
     if args.min is not None:
-        low = [r[0] for r in rows[1:-1] if float(r[-1].rstrip(" %")) < args.min]
+        low = [r[0] for r in rows[1:-1] if float(r[-1].split(" %")[0]) < args.min]
+        incomplete = [r[0] for r in rows[1:-1] if r[-1].endswith("(incomplete)")]
         if low:
             print(f"under {args.min:g} %: {', '.join(low)}", file=sys.stderr)
+        if incomplete:
+            print(f"not every mutant checked yet (run make mutate again to go on): "
+                  f"{', '.join(incomplete)}", file=sys.stderr)
+        if low or incomplete:
             return 1
     return 0
 

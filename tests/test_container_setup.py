@@ -93,3 +93,53 @@ def test_the_image_runs_the_server_as_uid_10001_and_checks_its_readyz() -> None:
     assert re.search(r"useradd[^\n]*--uid 10001", DOCKERFILE)
     healthcheck = DOCKERFILE[DOCKERFILE.index("HEALTHCHECK"):].split("\n\n")[0]
     assert "/readyz" in healthcheck
+
+
+class FreezerStandIn:
+    """Stands in for a Docker container whose pause() fails as the freezer does, a
+    given number of times, then pauses."""
+
+    def __init__(self, failures: int, text: str = "OCI runtime pause failed: unable to "
+                                                  "freeze: unknown") -> None:
+        self.failures, self.text, self.calls = failures, text, 0
+
+    def pause(self) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            from docker.errors import APIError
+            raise APIError(f"500 Server Error: Cannot pause container x: {self.text}")
+
+    @property
+    def client(self) -> object:  # what releasing() closes afterwards
+        from types import SimpleNamespace
+        return SimpleNamespace(api=SimpleNamespace(close=lambda: None))
+
+
+def _paused_by(container: WhisperLiveContainer, docker_container: FreezerStandIn) -> None:
+    container._container = docker_container
+    container.pause()
+
+
+def test_pause_retries_a_freezer_that_could_not_freeze(no_engine) -> None:
+    """cgroup v1's freezer can fail to freeze a busy container (runc retries it too):
+    that error alone is tried again, within PAUSE_SECONDS."""
+    frozen = FreezerStandIn(failures=2)
+    _paused_by(WhisperLiveContainer("t"), frozen)
+    assert frozen.calls == 3
+
+
+def test_pause_fails_at_once_on_any_other_error(no_engine) -> None:
+    from docker.errors import APIError
+    refused = FreezerStandIn(failures=5, text="container x is not running")
+    with pytest.raises(APIError, match="is not running"):
+        _paused_by(WhisperLiveContainer("t"), refused)
+    assert refused.calls == 1
+
+
+def test_pause_gives_up_on_a_freezer_that_never_freezes(no_engine, monkeypatch) -> None:
+    from docker.errors import APIError
+    monkeypatch.setattr(module, "PAUSE_SECONDS", 0.3)
+    stuck = FreezerStandIn(failures=10_000)
+    with pytest.raises(APIError, match="unable to freeze"):
+        _paused_by(WhisperLiveContainer("t"), stuck)
+    assert 1 < stuck.calls < 10_000

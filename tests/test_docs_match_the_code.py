@@ -5,10 +5,10 @@ search's defaults. A default changed in one place and not the other fails here."
 from __future__ import annotations
 
 import dataclasses
-import inspect
 import re
 import tomllib
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -90,26 +90,62 @@ def _named_wait_bounds() -> dict[str, float]:
             for name, seconds in re.findall(r"`(wait_for_[a-z_]+)` (\d+) s", text)}
 
 
-def test_the_named_waits_bound_themselves_and_their_async_twins_as_the_readme_says() -> None:
+class Bounds:
+    """Stands in for the wait a function delegates to, recording the bound it is given
+    (the function runs, with its own default: a signature alone would not show it)."""
+
+    def __init__(self) -> None:
+        self.seen: list[float] = []
+
+    def __call__(self, *args: object, timeout: float, **kwargs: object) -> str:
+        self.seen.append(timeout)
+        return "done"
+
+    async def async_(self, *args: object, timeout: float, **kwargs: object) -> str:
+        return self(timeout=timeout)
+
+
+@pytest.mark.parametrize("name", ["wait_for_state", "wait_for_sessions", "wait_for_transcript",
+                                  "wait_for_container_status"])
+async def test_each_named_wait_and_its_async_twin_bound_themselves_as_the_readme_says(
+        name: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from earshot.testing import waiting
-    bounds = _named_wait_bounds()
-    assert set(bounds) == {"wait_for_state", "wait_for_sessions", "wait_for_transcript",
-                           "wait_for_container_status"}
-    for name, seconds in bounds.items():
-        for wait in (getattr(waiting, name), getattr(waiting, f"{name}_async")):
-            assert inspect.signature(wait).parameters["timeout"].default == seconds, wait
+    bounds = Bounds()
+    monkeypatch.setattr(waiting, "eventually", bounds)
+    monkeypatch.setattr(waiting, "eventually_async", bounds.async_)
+    from earshot.client import ConnectionState
+    target = SimpleNamespace(client_id="c" * 16, shared=False)  # a client, a server
+    args = {"wait_for_state": (target, ConnectionState.READY), "wait_for_sessions": (target, 1),
+            "wait_for_transcript": (target,), "wait_for_container_status": (target, "exited")}
+    getattr(waiting, name)(*args[name])
+    await getattr(waiting, f"{name}_async")(*args[name])
+    assert bounds.seen == [_named_wait_bounds()[name]] * 2
 
 
-def test_the_leak_checks_wait_as_long_as_the_guard_the_readme_gives() -> None:
+def test_the_readme_lists_the_bound_of_every_named_wait() -> None:
+    assert set(_named_wait_bounds()) == {"wait_for_state", "wait_for_sessions",
+                                         "wait_for_transcript", "wait_for_container_status"}
+
+
+async def test_the_leak_checks_wait_as_long_as_the_guard_the_readme_gives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from earshot.plugin import leaks as guard
     from earshot.testing import leaks
     assert "(waited for, 5 s, as `earshot.testing.leaks.check`" in README
     assert guard.SETTLE_SECONDS == 5.0
-    for check in (leaks.check, leaks.check_async):
-        assert inspect.signature(check).parameters["timeout"].default == guard.SETTLE_SECONDS
+    bounds = Bounds()
+    monkeypatch.setattr(leaks, "eventually", bounds)
+    monkeypatch.setattr(leaks, "eventually_async", bounds.async_)
+    leaks.check(leaks.Snapshot(), leaks.Snapshot)
+    await leaks.check_async(leaks.Snapshot(), leaks.Snapshot)
+    assert bounds.seen == [guard.SETTLE_SECONDS] * 2
 
 
-def test_the_probe_waits_as_long_as_docs_validation_says() -> None:
+def test_the_probe_waits_as_long_as_docs_validation_says(monkeypatch: pytest.MonkeyPatch) -> None:
     from earshot.testing import offers
     assert "each connection and each\n   GET waits at most 10 s" in VALIDATION_DOC
-    assert inspect.signature(offers.probe).parameters["timeout"].default == 10.0
+    seen: list[float] = []
+    for step in ("_session", "_bad_config", "_http"):
+        monkeypatch.setattr(offers, step, lambda url, headers, timeout, *rest: seen.append(timeout))
+    offers.probe("ws://127.0.0.1:9", "http://127.0.0.1:9")
+    assert seen == [10.0, 10.0, 10.0]

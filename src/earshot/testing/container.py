@@ -39,7 +39,13 @@ from contextlib import contextmanager
 from typing import Any, Self, TypeVar
 
 import docker
-from docker.errors import NotFound
+from docker.errors import APIError, NotFound
+from tenacity import (
+    Retrying,
+    retry_if_exception,
+    stop_after_delay,
+    wait_exponential,
+)
 from testcontainers.core.config import testcontainers_config
 from testcontainers.core.container import DockerContainer
 from testcontainers.core.wait_strategies import HttpWaitStrategy
@@ -125,6 +131,13 @@ class ReadyzWaitStrategy(HttpWaitStrategy):
         if self._target is not None:
             raise_if_exited(self._target)
         return super()._try_http_request(url, headers, ssl_context)
+
+
+PAUSE_SECONDS = 10.0  # how long pause() retries a freezer that could not freeze
+
+
+def _unable_to_freeze(error: BaseException) -> bool:
+    return isinstance(error, APIError) and "unable to freeze" in str(error)
 
 
 def releasing(method: F) -> F:
@@ -356,7 +369,19 @@ class WhisperLiveContainer(ServerContainer):
 
     @releasing
     def pause(self) -> None:
-        self._require().pause()
+        """Freeze every process of the container (Docker's pause: the cgroup freezer).
+
+        cgroup v1's freezer can fail to freeze a busy cgroup ("unable to freeze":
+        a task that cannot stop at once, a process joining); runc itself retries and
+        calls it "a game of chances" (opencontainers/runc#2791). So that error alone
+        is retried, for at most PAUSE_SECONDS; any other fails at once."""
+        container = self._require()
+        for attempt in Retrying(retry=retry_if_exception(_unable_to_freeze),
+                                stop=stop_after_delay(PAUSE_SECONDS),
+                                wait=wait_exponential(multiplier=0.05, max=1.0),
+                                reraise=True):
+            with attempt:
+                container.pause()
 
     @releasing
     def unpause(self) -> None:
