@@ -127,7 +127,7 @@ def test_the_readme_lists_the_bound_of_every_named_wait() -> None:
                                          "wait_for_transcript", "wait_for_container_status"}
 
 
-async def test_the_leak_checks_wait_as_long_as_the_guard_the_readme_gives(
+async def test_the_leak_checks_wait_5_s_by_default_as_the_guard_the_readme_gives(
         monkeypatch: pytest.MonkeyPatch) -> None:
     from earshot.plugin import leaks as guard
     from earshot.testing import leaks
@@ -141,7 +141,8 @@ async def test_the_leak_checks_wait_as_long_as_the_guard_the_readme_gives(
     assert bounds.seen == [guard.SETTLE_SECONDS] * 2
 
 
-def test_the_probe_waits_as_long_as_docs_validation_says(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_probe_waits_10_s_by_default_as_docs_validation_says(
+        monkeypatch: pytest.MonkeyPatch) -> None:
     from earshot.testing import offers
     assert "each connection and each\n   GET waits at most 10 s" in VALIDATION_DOC
     seen: list[float] = []
