@@ -54,8 +54,7 @@ def test_making_a_container_calls_no_engine_and_waits_60_s_for_readyz(no_engine)
 
 def test_a_test_container_runs_without_the_images_health_check(no_engine) -> None:
     """Readiness is the wait strategy; the image's check would start a process in the
-    container every 5 s, which can make a pause() fail (the freezer cannot freeze a
-    cgroup a process is joining: seen once in a fresh-clone make test)."""
+    container every 5 s: CPU, and a process joining the cgroup a pause() freezes."""
     assert WhisperLiveContainer("t")._kwargs["healthcheck"] == {"test": ["NONE"]}
 
 

@@ -336,9 +336,9 @@ class WhisperLiveContainer(ServerContainer):
         ``gpu`` requests every GPU (run the CUDA image then)."""
         gpus = [docker.types.DeviceRequest(count=-1, capabilities=[["gpu"]])] if gpu else None
         # The image's HEALTHCHECK is for deployments; here readiness is the wait
-        # strategy, and the check's process, started in the container every 5 s, can
-        # make pause() fail: cgroup v1's freezer cannot freeze while a process joins
-        # ("unable to freeze", opencontainers/runc#2774).
+        # strategy, and the check's process, started in the container every 5 s, costs
+        # CPU and is one more way for pause() to meet a freezer that cannot freeze
+        # while a process joins (opencontainers/runc#2774; pause() retries that).
         super().__init__(image, env={**as_env({**settings, "api_key": api_key}), **(env or {})},
                          api_key=api_key, startup_timeout=startup_timeout,
                          wait=ReadyzWaitStrategy(), healthcheck={"test": ["NONE"]},
