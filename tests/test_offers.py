@@ -175,9 +175,11 @@ async def refused(standin: StandIn, headers: dict[str, str] | None = None) -> st
 
 
 @asynccontextmanager
-async def raw_tcp(reply: bytes | None) -> AsyncIterator[str]:
+async def raw_tcp(reply: bytes | None, *, close: bool = True,
+                  scheme: str = "ws") -> AsyncIterator[str]:
     """A TCP server that answers every request with ``reply`` and closes (None:
-    it reads and never answers)."""
+    it reads and never answers; ``close=False``: it sends ``reply`` and then holds
+    the connection open until the client hangs up)."""
     writers: list[asyncio.StreamWriter] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -186,13 +188,14 @@ async def raw_tcp(reply: bytes | None) -> AsyncIterator[str]:
         if reply is not None:
             writer.write(reply)
             await writer.drain()
-            writer.close()
-        else:
-            await reader.read()
+            if close:
+                writer.close()
+                return
+        await reader.read()
 
     server = await asyncio.start_server(handle, "127.0.0.1", 0)
     try:
-        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        yield f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
     finally:
         for writer in writers:
             writer.close()
@@ -383,33 +386,13 @@ async def test_each_get_says_how_long_it_took() -> None:
     assert 150 <= status_ms <= took_ms
 
 
-@asynccontextmanager
-async def endless_http(first: bytes) -> AsyncIterator[str]:
-    """An HTTP server whose every answer is 200 with a body that never ends: it sends
-    ``first`` and then nothing more, holding the connection open."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + first)
-        await writer.drain()
-        await reader.read()  # until the probe hangs up
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        yield f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
-    finally:
-        for writer in writers:
-            writer.close()
-        server.close()
-        await server.wait_closed()
-
-
 async def test_a_body_that_never_ends_is_judged_on_its_first_64_kib() -> None:
     """A hostile or broken endpoint cannot hold the probe: it reads 64 KiB at most."""
+    # 200 with a body of 10 MB announced, of which 64 KiB come, then nothing more
     first = b"# TYPE up gauge\n".ljust(65536, b"#")
-    async with endless_http(first) as http_url, serving(StandIn()) as standin:
+    reply = b"HTTP/1.1 200 OK\r\nContent-Length: 10000000\r\n\r\n" + first
+    async with raw_tcp(reply, close=False, scheme="http") as http_url, \
+            serving(StandIn()) as standin:
         found = await asyncio.to_thread(probe, standin.ws_url, http_url, None, 3.0)
     assert {"readyz", "metrics"} <= found.offered, found.seen
     assert found.seen["status"] == "GET /status: HTTP 200, not the format"
