@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 import socket
 import threading
@@ -624,3 +625,35 @@ async def test_slicer_passes_the_first_piece_on_at_once() -> None:
     started = time.monotonic()
     out = await through(Slicer(average_size=100, delay_ms=500), long_ago())
     assert len(out) == 1 and time.monotonic() - started < 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class Stamp(Toxic):
+    """A toxic of a user's own, as the README shows: a subclass of ``Toxic`` that
+    overrides ``pass_on``. It appends its mark to every chunk it passes on."""
+
+    mark: bytes
+
+    async def pass_on(self, chunk: Chunk, link, forward) -> None:
+        await forward(Chunk(chunk.data + self.mark, chunk.due))
+
+
+async def test_a_toxic_of_ones_own_runs_and_toxics_added_one_by_one_apply_in_that_order(
+        proxy) -> None:
+    first, second = Stamp(b"1"), Stamp(b"2")
+    proxy.add(first, "upstream")
+    proxy.add(second, "upstream")
+    assert proxy.toxics("upstream") == [first, second] and proxy.toxics("downstream") == []
+    assert "Stamp(mark=b'1') | Stamp(mark=b'2')" in proxy.describe()
+    reader, writer = await open_via(proxy)
+    try:
+        writer.write(b"x")
+        await writer.drain()
+        # The echo server sends back what reached it: stamped by the first, then the second.
+        assert await asyncio.wait_for(reader.readexactly(3), 5) == b"x12"
+        proxy.remove(first)
+        writer.write(b"y")
+        await writer.drain()
+        assert await asyncio.wait_for(reader.readexactly(2), 5) == b"y2"
+    finally:
+        writer.close()
