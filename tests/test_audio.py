@@ -6,7 +6,8 @@ import asyncio
 import shutil
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -48,31 +49,47 @@ def test_missing_clip_names_how_to_get_it(tmp_path, monkeypatch) -> None:
 
 
 @pytest.fixture
-def cut_short_source(monkeypatch) -> Iterator[None]:
-    """Stand-in for a clip's public source (tests reach only 127.0.0.1): an HTTP
-    server on a thread that promises 100,000 bytes and hangs up after a few."""
+def clip_source(monkeypatch) -> Iterator[Callable[[bytes, int | None], list[str]]]:
+    """``clip_source(body, length)``: a stand-in for the clips' public source (tests
+    reach only 127.0.0.1), an HTTP server on a thread that answers one request with
+    ``body`` under a Content-Length of ``length`` (None: the body's), then closes.
+    Returns the request lines it received."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
+    threads: list[threading.Thread] = []
+    requests: list[str] = []
 
-    def answer_once() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 5000)
+    def serve(body: bytes, length: int | None) -> list[str]:
+        def answer_once() -> None:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                requests.append(conn.recv(4096).split(b"\r\n")[0].decode())
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
+                             % (len(body) if length is None else length) + body)
 
-    thread = threading.Thread(target=answer_once, name="clip-source-stand-in")
-    thread.start()
+        thread = threading.Thread(target=answer_once, name="clip-source-stand-in")
+        thread.start()
+        threads.append(thread)
+        return requests
+
     port = listener.getsockname()[1]
     monkeypatch.setattr(audio.Clip, "source_url",
                         property(lambda clip: f"http://127.0.0.1:{port}/{clip.name}"))
     try:
-        yield
+        yield serve
     finally:
         listener.close()
-        thread.join(15)
+        for thread in threads:
+            thread.join(15)
+
+
+@pytest.fixture
+def cut_short_source(clip_source) -> None:
+    """A source that promises 100,000 bytes and hangs up after 5,000."""
+    clip_source(b"x" * 5000, 100_000)
 
 
 def test_an_interrupted_download_is_a_clip_error_and_leaves_nothing(tmp_path,
@@ -81,6 +98,78 @@ def test_an_interrupted_download_is_a_clip_error_and_leaves_nothing(tmp_path,
     with pytest.raises(audio.ClipError, match="downloading it failed"):
         audio.clip_path("jfk.flac", mirror=tmp_path / "no-mirror", cache=cache)
     assert list(cache.iterdir()) == []  # neither the clip nor a temp file
+
+
+def test_a_download_is_verified_then_kept_in_the_cache(tmp_path, clip_source) -> None:
+    real = audio.clip_path("jfk.flac").read_bytes()
+    requests = clip_source(real, None)
+    cache = tmp_path / "cache"
+    got = audio.clip_path("jfk.flac", mirror=tmp_path / "no-mirror", cache=cache)
+    assert got == cache / "jfk.flac" and got.read_bytes() == real
+    assert requests == ["GET /jfk.flac HTTP/1.1"]
+    # Asked again, the clip comes from the cache: the source is not asked twice.
+    assert audio.clip_path("jfk.flac", mirror=tmp_path / "no-mirror", cache=cache) == got
+    assert requests == ["GET /jfk.flac HTTP/1.1"] and sorted(cache.iterdir()) == [got]
+
+
+def test_a_download_with_the_wrong_checksum_is_refused_and_leaves_nothing(
+        tmp_path, clip_source) -> None:
+    clip_source(b"other speech" * 100, None)
+    cache = tmp_path / "cache"
+    with pytest.raises(audio.ClipError, match=r"the download of http://127\.0\.0\.1:\d+/jfk"
+                                              r"\.flac has sha256 [0-9a-f]{64}, the manifest "
+                                              r"expects"):
+        audio.clip_path("jfk.flac", mirror=tmp_path / "no-mirror", cache=cache)
+    assert list(cache.iterdir()) == []
+
+
+def test_the_mirror_variable_names_the_mirror(tmp_path, monkeypatch) -> None:
+    shutil.copy(audio.clip_path("jfk.flac"), tmp_path / "jfk.flac")
+    monkeypatch.setenv("EARSHOT_AUDIO_MIRROR", str(tmp_path))
+    assert audio.default_mirror() == tmp_path
+    assert audio.clip_path("jfk.flac", cache=tmp_path / "unused") == tmp_path / "jfk.flac"
+
+
+@pytest.mark.parametrize(("checkout", "shared", "expected"), [
+    (True, True, "shared/audio"), (True, False, None), (False, True, None)])
+def test_without_the_variable_a_checkout_takes_shared_audio_beside_it(
+        tmp_path, monkeypatch, checkout, shared, expected) -> None:
+    monkeypatch.delenv("EARSHOT_AUDIO_MIRROR", raising=False)
+    monkeypatch.setattr(audio, "REPO_ROOT", tmp_path / "earshot")
+    monkeypatch.setattr(audio, "IN_CHECKOUT", checkout)
+    if shared:
+        (tmp_path / "shared" / "audio").mkdir(parents=True)
+    assert audio.default_mirror() == (tmp_path / expected if expected else None)
+
+
+def test_the_cache_is_beside_a_checkout_or_in_the_users_cache(tmp_path) -> None:
+    root = tmp_path / "earshot"
+    assert audio.default_cache(root, True, {}) == root / ".cache" / "audio"
+    home = Path.home()
+    assert audio.default_cache(root, False, {}) == home / ".cache" / "earshot" / "audio"
+    xdg = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
+    assert audio.default_cache(root, False, xdg) == tmp_path / "xdg" / "earshot" / "audio"
+    # This checkout's own: .cache/audio at its root.
+    assert audio.IN_CHECKOUT and audio.DEFAULT_CACHE == audio.REPO_ROOT / ".cache" / "audio"
+
+
+def test_speech_knows_its_length_in_seconds(manifest) -> None:
+    speech = audio.load_speech("jfk.flac")
+    assert speech.seconds == len(speech.samples) / SAMPLE_RATE == pytest.approx(11.0, abs=0.01)
+    assert speech.reference == manifest["jfk.flac"].reference
+
+
+def test_speech_clip_decodes_each_clip_once_per_session(speech_clip, monkeypatch) -> None:
+    decoded: list[str] = []
+
+    def load_speech(name: str) -> audio.Speech:
+        decoded.append(name)
+        return audio.Speech(name, np.zeros(SAMPLE_RATE, dtype=np.float32), "")
+
+    monkeypatch.setattr(audio, "load_speech", load_speech)
+    name = "decoded-once-test.wav"  # a name no other test asks for
+    first = speech_clip(name)
+    assert speech_clip(name) is first and decoded == [name]
 
 
 def test_unknown_clip() -> None:

@@ -20,7 +20,7 @@ import shutil
 import tempfile
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,9 +34,17 @@ MANIFEST = Path(__file__).resolve().parent / "data" / "manifest.tsv"
 # A checkout's root (src/earshot/audio.py); for an installed package, no checkout.
 REPO_ROOT = Path(__file__).resolve().parents[2]
 IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "src").is_dir()
-DEFAULT_CACHE = (REPO_ROOT / ".cache" / "audio" if IN_CHECKOUT else
-                 Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "earshot"
-                 / "audio")
+
+
+def default_cache(root: Path, in_checkout: bool, environ: Mapping[str, str]) -> Path:
+    """``.cache/audio`` at a checkout's root; for an installed package, the user's
+    cache folder (``XDG_CACHE_HOME``, else ``~/.cache``) under ``earshot/audio``."""
+    if in_checkout:
+        return root / ".cache" / "audio"
+    return Path(environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "earshot" / "audio"
+
+
+DEFAULT_CACHE = default_cache(REPO_ROOT, IN_CHECKOUT, os.environ)
 DOWNLOAD_TIMEOUT = 30.0
 
 
