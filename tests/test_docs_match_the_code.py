@@ -150,3 +150,37 @@ def test_the_probe_waits_10_s_by_default_as_docs_validation_says(
         monkeypatch.setattr(offers, step, lambda url, headers, timeout, *rest: seen.append(timeout))
     offers.probe("ws://127.0.0.1:9", "http://127.0.0.1:9")
     assert seen == [10.0, 10.0, 10.0]
+
+
+def test_each_capacity_level_runs_the_45_s_the_readme_gives() -> None:
+    from earshot.load import cli
+
+    seconds = re.search(r"`--levels`\)\nfor (\d+) s each", README)
+    assert seconds is not None
+    assert cli.parse_args(["capacity"]).step_seconds == float(seconds.group(1)) == 45.0
+
+
+def test_the_proxy_buffers_the_512_kib_the_readme_gives() -> None:
+    from earshot.testing.proxy import connection
+
+    kib = re.search(r"direction buffers at most (\d+) KiB", README)
+    assert kib is not None
+    assert connection.BUFFER_BYTES == int(kib.group(1)) * 1024 == 512 * 1024
+    assert connection.Pipe()._limit == connection.BUFFER_BYTES  # each direction's default
+
+
+def test_the_locustfiles_wer_margin_is_the_0_05_the_docs_give() -> None:
+    # In a process of its own: importing Locust patches the standard library (gevent).
+    import subprocess
+    import sys
+
+    code = ("from earshot.load import LOCUSTFILE; from earshot.load.runner import "
+            "load_locustfile; from locust.argument_parser import get_parser; "
+            "load_locustfile(LOCUSTFILE); "
+            "print(get_parser().parse_args(['-f', str(LOCUSTFILE)]).wer_margin)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60, check=True)
+    margin = re.search(r"its\nWER within ([\d.]+) of faster-whisper's WER", README)
+    assert margin is not None
+    assert float(done.stdout.strip()) == float(margin.group(1)) == 0.05
+    assert "`--wer-margin` 0.05" in (ROOT / "docs" / "benchmarks.md").read_text(encoding="utf-8")
