@@ -140,6 +140,46 @@ def test_a_bad_thresholds_file_is_refused_in_one_line(tmp_path, change, says) ->
     assert str(path) in str(caught.value)
 
 
+@pytest.mark.parametrize(("change", "says"), [
+    (lambda text: text.replace("max_wer = 0.10", "max_wer = -0.1"),
+     "clips.max_wer is out of range: -0.1"),
+    (lambda text: text.replace("concurrent_streams = 4", "concurrent_streams = 0"),
+     "run.concurrent_streams is out of range: 0"),
+], ids=["threshold below 0", "run setting below 1"])
+def test_a_threshold_below_zero_or_a_run_setting_below_one_is_out_of_range(
+        tmp_path, change, says) -> None:
+    path = tmp_path / "validation.toml"
+    path.write_text(change(TOML.read_text()))
+    with pytest.raises(ConfigError) as caught:
+        load(path)
+    assert str(caught.value) == f"{path}: {says}"
+
+
+def test_the_least_values_allowed_load_as_their_kind(tmp_path) -> None:
+    # 0 for a threshold, 1 for a run setting; counts as int, the rest as float.
+    path = tmp_path / "validation.toml"
+    path.write_text(TOML.read_text().replace("concurrent_streams = 4", "concurrent_streams = 1")
+                    .replace("max_core_failures = 0", "max_core_failures = 0.0")
+                    .replace("max_wer = 0.10", "max_wer = 0"))
+    thresholds = load(path)
+    assert thresholds["run.concurrent_streams"] == 1
+    assert type(thresholds["run.concurrent_streams"]) is int
+    assert type(thresholds["suite.max_core_failures"]) is int
+    assert thresholds["clips.max_wer"] == 0 and type(thresholds["clips.max_wer"]) is float
+
+
+def test_the_thresholds_file_is_read_as_utf8_whatever_the_locale(tmp_path) -> None:
+    path = tmp_path / "validation.toml"
+    path.write_text("# WER \u2264 10 %, a comment a user may well write\n" + TOML.read_text(),
+                    encoding="utf-8")
+    code = ("import sys; from earshot.validation.thresholds import load; "
+            "print(load(__import__('pathlib').Path(sys.argv[1]))['clips.max_wer'])")
+    ascii_locale = {**os.environ, "LC_ALL": "C", "PYTHONCOERCECLOCALE": "0", "PYTHONUTF8": "0"}
+    done = subprocess.run([sys.executable, "-c", code, str(path)], env=ascii_locale,
+                          capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout.strip()) == (0, "0.1"), done.stderr
+
+
 # -- the suite's classification -------------------------------------------------------
 
 
