@@ -152,6 +152,22 @@ def test_the_probe_waits_10_s_by_default_as_docs_validation_says(
     assert seen == [10.0, 10.0, 10.0]
 
 
+def test_a_probe_connection_waits_2_s_for_its_close_as_docs_validation_says(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from earshot.testing import offers
+    assert "a connection at most 2 s more for the answer to its\n   close" in VALIDATION_DOC
+    given: list[dict[str, object]] = []
+
+    def connect(url: str, **options: object) -> None:
+        given.append(options)
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    monkeypatch.setattr(offers, "connect", connect)
+    with pytest.raises(offers.TargetError):
+        offers._open("ws://127.0.0.1:9", {}, 10.0)
+    assert [(o["open_timeout"], o["close_timeout"]) for o in given] == [(10.0, 2)]
+
+
 def test_each_capacity_level_runs_the_45_s_the_readme_gives() -> None:
     from earshot.load import cli
 

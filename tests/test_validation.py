@@ -155,6 +155,15 @@ def test_a_threshold_below_zero_or_a_run_setting_below_one_is_out_of_range(
     assert str(caught.value) == f"{path}: {says}"
 
 
+def test_a_thresholds_file_missing_or_unreadable_is_named_in_one_line(tmp_path) -> None:
+    with pytest.raises(ConfigError) as missing:
+        load(tmp_path / "nowhere.toml")
+    assert str(missing.value) == f"{tmp_path / 'nowhere.toml'}: no such file"
+    with pytest.raises(ConfigError) as folder:
+        load(tmp_path)  # a folder: read_text raises IsADirectoryError
+    assert str(folder.value) == f"{tmp_path}: cannot read it: Is a directory"
+
+
 def test_the_least_values_allowed_load_as_their_kind(tmp_path) -> None:
     # 0 for a threshold, 1 for a run setting; counts as int, the rest as float.
     path = tmp_path / "validation.toml"
