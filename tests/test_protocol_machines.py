@@ -35,6 +35,7 @@ from earshot.protocol import (
     ServerState,
     Transcript,
 )
+from earshot.protocol.transcript import Received
 
 UID = "u-1"
 # No example database in the checkout (the suite leaves nothing); no per-example
@@ -399,3 +400,11 @@ def test_a_config_sent_as_a_mapping_sets_the_format_of_the_audio_frames(
     client.receive(json.dumps({"uid": UID, "message": "SERVER_READY", "backend": "x"}))
     frame = client.send_audio(np.zeros(160, dtype=np.float32))
     assert len(frame) == 160 * bytes_per_sample
+
+
+def test_a_folded_transcript_has_no_clock_and_no_session() -> None:
+    first = Segment(0.0, 1.0, "Hello", completed=True)
+    partial = Segment(1.0, 2.0, "there", completed=False)
+    folded = Transcript.fold([[first], [first, partial]])
+    assert folded.received == [Received(first, 0.0, "")]
+    assert folded.partial == Received(partial, 0.0, "") and folded.updates == 2

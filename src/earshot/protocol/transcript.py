@@ -35,7 +35,8 @@ class Transcript:
 
     @classmethod
     def fold(cls, updates: Iterable[list[Segment]]) -> Transcript:
-        """The transcript that a sequence of segments updates adds up to."""
+        """The transcript that a sequence of segments updates adds up to (no clock and
+        no session: every segment is received at 0.0 in session "")."""
         transcript = cls()
         for segments in updates:
             transcript.apply(segments, 0.0, "")
