@@ -142,3 +142,30 @@ def test_pause_gives_up_on_a_freezer_that_never_freezes(no_engine, monkeypatch) 
     with pytest.raises(APIError, match="unable to freeze"):
         _paused_by(WhisperLiveContainer("t"), stuck)
     assert 1 < stuck.calls < 10_000
+
+
+@pytest.mark.parametrize(("gpu", "variant"), [(False, "cpu"), (True, "cuda")])
+def test_from_package_builds_the_variant_and_returns_a_container_not_started(
+        no_engine, counted_engine: list[str], monkeypatch: pytest.MonkeyPatch, gpu: bool,
+        variant: str) -> None:
+    asked: list[str] = []
+    monkeypatch.setattr(module, "ensure_image", lambda v: asked.append(v) or f"tag-{v}")
+    server = WhisperLiveContainer.from_package(gpu=gpu, max_clients=3)
+    assert counted_engine == ["engine"]  # prepare() first
+    assert asked == [variant] and server.image == f"tag-{variant}"
+    assert server._container is None  # not started
+    assert ("device_requests" in server._kwargs) is gpu
+    assert server.env["EARSHOT_MAX_CLIENTS"] == "3"
+
+
+def test_the_urls_of_a_started_container_come_from_its_own_port_without_asking_docker(
+        no_engine) -> None:
+    server = WhisperLiveContainer("t")
+    with pytest.raises(RuntimeError, match="not started: no port yet"):
+        server.ws_url  # noqa: B018
+    server._configure()  # what testcontainers calls before it creates the container
+    port = server.port
+    assert server.ws_url == f"ws://127.0.0.1:{port}"  # the stand-in client was not asked
+    assert server.http_url == f"http://127.0.0.1:{port}"
+    assert server.get_exposed_port(9090) == port
+    assert server.ports["9090/tcp"] == ("127.0.0.1", port)  # published on loopback only
