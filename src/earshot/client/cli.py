@@ -11,6 +11,7 @@ import asyncio
 import sys
 from collections.abc import Sequence
 
+from earshot import audio
 from earshot.client.core import AsyncTranscriptionClient
 from earshot.client.errors import ClientError
 
@@ -27,10 +28,13 @@ def _show_partial(client: AsyncTranscriptionClient) -> None:
 
 
 async def transcribe(args: argparse.Namespace) -> list[str]:
+    # Decoded first: a file that is not audio is named without a server, and
+    # opens no session on one.
+    samples = audio.load_audio(args.file)
     async with AsyncTranscriptionClient(
         args.url, language=args.language, api_key=args.api_key, on_segments=_show_partial
     ) as client:
-        await client.stream_file(args.file, realtime=args.realtime)
+        await client.stream(samples, realtime=args.realtime)
         segments = await client.finish(timeout=args.timeout)
     if sys.stderr.isatty():
         print("\r\033[K", end="", file=sys.stderr)
