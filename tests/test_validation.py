@@ -840,3 +840,28 @@ def test_a_tests_time_is_reported_to_the_hundredth_of_a_second() -> None:
     assert result.as_dict() == {"nodeid": "t.py::slow", "kind": "extension",
                                 "extensions": ["status"], "outcome": "passed", "message": "",
                                 "seconds": 12.35}
+
+
+def test_a_target_that_is_not_websocket_is_refused_in_the_docs_own_words(tmp_path,
+                                                                       capsys) -> None:
+    from earshot.validation import cli as validation_cli
+
+    args = validation_cli.parse_args(["--target", "http://127.0.0.1:1",
+                                      "--reports", str(tmp_path / "reports")])
+    assert validation_cli.validate(args) == 2
+    line = "error: --target must be ws://HOST:PORT or wss://..., not 'http://127.0.0.1:1'"
+    assert capsys.readouterr().err == line + "\n"
+    doc = (ROOT / "docs" / "validation.md").read_text(encoding="utf-8")
+    assert f"`{line.replace('127.0.0.1:1', '...')}`" in doc
+    assert not (tmp_path / "reports").exists()
+
+
+def test_a_deployment_is_the_suites_url_target_and_has_no_container_to_measure() -> None:
+    from earshot.validation import cli as validation_cli
+
+    args = validation_cli.parse_args(["--target", "ws://127.0.0.1:1", "--api-key", "k"])
+    with validation_cli.open_target(args) as target:
+        assert target.suite_args == ["--earshot-target", "url", "--earshot-url",
+                                     "ws://127.0.0.1:1"]
+        assert target.container_id is None  # no container stats for a deployment
+        assert target.server.api_key == "k" and "k" not in " ".join(target.suite_args)
