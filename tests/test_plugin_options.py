@@ -113,6 +113,23 @@ def test_on_a_local_server_without_the_shells_settings(whisperlive_server):
     result.assert_outcomes(passed=1)
 
 
+@pytest.mark.parametrize(("variable", "option", "flag"), [
+    ("EARSHOT_TEST_TARGET", "earshot_target", "url"),
+    ("EARSHOT_TEST_URL", "earshot_url", "ws://127.0.0.1:2"),
+    ("EARSHOT_TEST_MODEL", "earshot_model", "/models/small"),
+    ("EARSHOT_TEST_DEVICE", "earshot_device", "cuda"),
+    ("EARSHOT_TEST_API_KEY", "earshot_api_key", "from-the-flag"),
+])
+def test_each_earshot_test_variable_is_its_options_default_and_the_flag_wins(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, variable: str, option: str,
+        flag: str) -> None:
+    from_env = "local" if variable == "EARSHOT_TEST_TARGET" else "from-the-variable"
+    monkeypatch.setenv(variable, from_env)
+    assert pytester.parseconfig().getoption(option) == from_env
+    dashed = "--" + option.replace("_", "-")
+    assert pytester.parseconfig(f"{dashed}={flag}").getoption(option) == flag
+
+
 # -- H12: servers of a test's own skip on the url target, saying why --------------------
 
 
