@@ -187,3 +187,22 @@ def test_settings(request):
     assert request.node.get_closest_marker("timeout") is None  # the ini's, not a mark's
 """)
     result.assert_outcomes(passed=1)
+
+
+def test_model_device_and_key_options_reach_every_server_a_tests_settings_winning(
+        pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    from earshot.plugin import server as plugin_server
+
+    opened: list[tuple[str, dict[str, object]]] = []
+    monkeypatch.setattr(plugin_server, "open_target",
+                        lambda kind, **given: opened.append((kind, given)))
+    config = pytester.parseconfig("--earshot-target=local", "--earshot-model=/models/m",
+                                  "--earshot-device=cpu", "--earshot-api-key=suite-key")
+    plugin_server._open(config, max_clients=1)
+    plugin_server._open(config, device="cuda", api_key=None)  # a test's own settings win
+    assert opened == [
+        ("local", {"url": None, "api_key": "suite-key", "image": None, "model": "/models/m",
+                   "device": "cpu", "max_clients": 1}),
+        ("local", {"url": None, "api_key": None, "image": None, "model": "/models/m",
+                   "device": "cuda"}),
+    ]
