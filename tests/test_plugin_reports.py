@@ -117,3 +117,83 @@ def test_second(proxy):
             socket.create_connection(("127.0.0.1", first[0].port), timeout=5).close()
 """, "--earshot-target", "local")
     result.assert_outcomes(passed=2)
+
+
+# A stand-in for the session's server (named as such): its /status lists the sessions
+# in SESSIONS (each polled away after a few polls), its log grows by one line a poll.
+STAND_IN_SERVER = '''
+import os
+import pytest
+from earshot.testing.http import HttpEndpoints
+from earshot.testing.offers import Offers
+
+class StandInServer(HttpEndpoints):
+    host, port, shared = "127.0.0.1", 1, False
+
+    def __init__(self):
+        self.sessions, self.polls, self.lines, self.phases = [], 0, ["started"], []
+
+    def server_status(self, headers=None):
+        self.polls += 1
+        self.phases.append(os.environ.get("PYTEST_CURRENT_TEST", "").split(" ")[-1])
+        self.lines.append(f"poll {self.polls}")
+        self.sessions = [(uid, left - 1) for uid, left in self.sessions if left > 1]
+        return {"sessions": [{"uid": uid, "session_id": uid} for uid, _ in self.sessions]}
+
+    def log_text(self):
+        return "\\n".join(self.lines)
+
+STAND_IN = StandInServer()
+
+@pytest.fixture(scope="session")
+def whisperlive_server():
+    return STAND_IN
+
+@pytest.fixture(scope="session")
+def whisperlive_offers():
+    return Offers(frozenset({"status"}), {})
+'''
+
+
+# The local target: no image is built at collection for the stand-in (a subprocess:
+# Locust's plugin, which this repository's ini leaves off, would patch this process).
+STAND_IN_ARGS = ("-p", "no:randomly", "-p", "no:cacheprovider", "--earshot-target", "local",
+                 *INNER_SESSION_ARGS)
+
+
+def test_the_idle_server_waits_for_no_session_before_and_after_the_test(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(STAND_IN_SERVER)
+    pytester.makepyfile(test_idle="""
+from conftest import STAND_IN
+
+STAND_IN.sessions = [("left-by-an-earlier-test", 3)]  # gone after 3 polls
+
+def test_first(whisperlive_idle_server):
+    assert whisperlive_idle_server.sessions == []  # waited for in the set-up
+    assert STAND_IN.phases == ["(setup)"] * 3
+    STAND_IN.sessions = [("this-tests-own", 4)]
+
+def test_second(whisperlive_idle_server):
+    # the first test's teardown waited its session out: 4 polls; this set-up, one
+    assert STAND_IN.phases[3:] == ["(teardown)"] * 4 + ["(setup)"]
+""")
+    result = pytester.runpytest_subprocess(*STAND_IN_ARGS)
+    result.assert_outcomes(passed=2)
+
+
+def test_a_failed_tests_report_has_the_shared_servers_log_written_during_it(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(STAND_IN_SERVER)
+    pytester.makepyfile(test_log="""
+def test_polls_then_fails(whisperlive_server):
+    whisperlive_server.server_status()
+    whisperlive_server.server_status()
+    assert False, "failed on purpose"
+""")
+    result = pytester.runpytest_subprocess(*STAND_IN_ARGS)
+    result.assert_outcomes(failed=1)
+    out = result.stdout.str()
+    section = out[out.index("earshot server log during this test"):]
+    assert "poll 1" in section and "poll 2" in section
+    assert "started" not in section  # written before the test: not this test's
