@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import socket
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -117,3 +119,14 @@ def test_off_a_terminal_no_partial_line_is_written(monkeypatch) -> None:
     monkeypatch.setattr(cli.sys, "stderr", pipe)
     cli._show_partial(client_with(["One."], " two"))
     assert pipe.getvalue() == ""
+
+
+@pytest.mark.parametrize("script", ["earshot-server", "earshot"])
+def test_the_installed_console_scripts_answer_help(script: str) -> None:
+    path = Path(sys.executable).parent / script
+    assert path.is_file(), f"{script} is not installed beside {sys.executable}"
+    done = subprocess.run([str(path), "--help"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    words = {"earshot-server": ["usage: earshot-server", "--max-clients", "EARSHOT_PORT"],
+             "earshot": ["usage: earshot", "transcribe"]}[script]
+    assert all(word in done.stdout for word in words), done.stdout

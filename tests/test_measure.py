@@ -1,14 +1,19 @@
 """The validator's figures for one stream (``earshot.validation.measure.Stream``),
 from timed messages whose values are worked out by hand: first text, final latency,
 the final taken from END_OF_TRANSCRIPT, else the close, else the last update (both
-then estimated), the real-time factor and the text lag over time."""
+then estimated), the real-time factor and the text lag over time; and what each
+phase streams (``measure.stream`` and the proxy stood in for, each named as such)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
+from earshot.audio import Speech as Clip
 from earshot.protocol import Segment, ServerMessage
 from earshot.testing import wire
+from earshot.testing.proxy import PROFILES
+from earshot.validation import measure
 from earshot.validation.measure import Stream
 
 REFERENCE = "and so my fellow americans"
@@ -88,3 +93,82 @@ def test_its_record_rounds_every_figure_to_the_millisecond() -> None:
         "wer": 0.0, "first_text_s": 1.235, "final_s": 0.333, "final_estimated": False,
         "rtf": 1.067, "max_lag_s": 0.5, "text": REFERENCE,
         "lag_series": [[1.235, 0.235], [5.333, 0.5]]}
+
+
+# -- the phases: what each streams, and how -------------------------------------------
+
+
+class Recorded:
+    """Stands in for ``measure.stream``: records each call and returns a Stream."""
+
+    def __init__(self) -> None:
+        self.calls: list[dict[str, object]] = []
+
+    async def __call__(self, url: str, clip: Clip, headers, *, delay: float = 0.0,
+                       profile: str | None = None) -> Stream:
+        self.calls.append({"url": url, "clip": clip.name, "delay": delay, "profile": profile})
+        return Stream(clip.name, clip.seconds, clip.reference, profile=profile)
+
+
+def clip(name: str) -> Clip:
+    return Clip(name, np.zeros(16000, dtype=np.float32), REFERENCE)
+
+
+@pytest.fixture
+def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
+    stand_in = Recorded()
+    monkeypatch.setattr(measure, "stream", stand_in)
+    return stand_in
+
+
+async def test_the_concurrency_phase_starts_n_streams_a_quarter_second_apart_over_the_clips(
+        recorded: Recorded) -> None:
+    results = await measure.concurrency_phase("ws://s", [clip("a"), clip("b")], 5, {})
+    assert [(c["clip"], c["delay"]) for c in recorded.calls] == [
+        ("a", 0.0), ("b", 0.25), ("a", 0.5), ("b", 0.75), ("a", 1.0)]
+    assert [r.clip for r in results] == ["a", "b", "a", "b", "a"]
+    assert measure.STAGGER_S == 0.25
+
+
+async def test_the_clips_phase_streams_each_clip_once_in_turn(recorded: Recorded) -> None:
+    done: list[str] = []
+    results = await measure.clips_phase("ws://s", [clip("a"), clip("b")], {},
+                                        lambda s: done.append(s.clip))
+    assert [(c["clip"], c["delay"]) for c in recorded.calls] == [("a", 0.0), ("b", 0.0)]
+    assert done == ["a", "b"] and [r.clip for r in results] == ["a", "b"]
+
+
+class StandInProxy:
+    """Stands in for the latency proxy: a port of its own, the profile it was given."""
+
+    made: list[StandInProxy] = []
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target, self.port, self.profile = (host, port), 40000 + len(self.made), None
+        self.stopped = False
+        StandInProxy.made.append(self)
+
+    def __enter__(self) -> StandInProxy:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped = True
+
+    def apply_profile(self, name: str) -> None:
+        self.profile = name
+
+
+async def test_the_network_phase_streams_n_a_profile_through_a_proxy_of_that_profile(
+        recorded: Recorded, monkeypatch: pytest.MonkeyPatch) -> None:
+    StandInProxy.made = []
+    monkeypatch.setattr(measure, "Proxy", StandInProxy)
+    done: list[str] = []
+    results = await measure.network_phase("127.0.0.1", 9090, clip("a"), 2, {}, "ws",
+                                          done.append)
+    assert done == list(PROFILES)
+    assert [(p.target, p.profile, p.stopped) for p in StandInProxy.made] == [
+        (("127.0.0.1", 9090), name, True) for name in PROFILES]
+    expected = [{"url": f"ws://127.0.0.1:{40000 + n}", "clip": "a", "delay": delay,
+                 "profile": name} for n, name in enumerate(PROFILES) for delay in (0.0, 0.25)]
+    assert recorded.calls == expected
+    assert [r.profile for r in results] == [c["profile"] for c in expected]

@@ -865,3 +865,22 @@ def test_a_deployment_is_the_suites_url_target_and_has_no_container_to_measure()
                                      "ws://127.0.0.1:1"]
         assert target.container_id is None  # no container stats for a deployment
         assert target.server.api_key == "k" and "k" not in " ".join(target.suite_args)
+
+
+def test_a_target_that_cannot_be_set_up_is_one_line_naming_why_and_exit_2(
+        tmp_path, capsys, monkeypatch) -> None:
+    from contextlib import contextmanager
+
+    from earshot.validation import cli as validation_cli
+
+    @contextmanager
+    def cannot_start(args):  # stands in for an image that will not build
+        raise RuntimeError("docker build of earshot-server:cpu-x failed\n(its output above)")
+        yield
+
+    monkeypatch.setattr(validation_cli, "open_target", cannot_start)
+    args = validation_cli.parse_args(["--reports", str(tmp_path / "reports")])
+    assert validation_cli.validate(args) == 2
+    assert capsys.readouterr().err == (
+        "error: RuntimeError: docker build of earshot-server:cpu-x failed\n")
+    assert not (tmp_path / "reports").exists()
