@@ -164,6 +164,26 @@ def test_a_thresholds_file_missing_or_unreadable_is_named_in_one_line(tmp_path) 
     assert str(folder.value) == f"{tmp_path}: cannot read it: Is a directory"
 
 
+def test_a_section_or_key_unknown_or_missing_is_named_with_what_is_known(tmp_path) -> None:
+    path = tmp_path / "validation.toml"
+    shipped = TOML.read_text()
+
+    def refused(text: str) -> str:
+        path.write_text(text)
+        with pytest.raises(ConfigError) as caught:
+            load(path)
+        return str(caught.value)
+
+    assert refused(shipped.replace("[network]", "[netwrk]")) == (
+        f"{path}: unknown section [netwrk] (known: run, suite, clips, concurrency, network, "
+        "container)")
+    assert refused(shipped.replace("max_wer = 0.10", "max_wr = 0.10")) == (
+        f"{path}: unknown key clips.max_wr (known: max_wer, max_first_text_s, max_final_s, "
+        "max_rtf)")
+    without_container = shipped[:shipped.index("[container]")]
+    assert refused(without_container) == f"{path}: missing section [container]"
+
+
 def test_the_least_values_allowed_load_as_their_kind(tmp_path) -> None:
     # 0 for a threshold, 1 for a run setting; counts as int, the rest as float.
     path = tmp_path / "validation.toml"
