@@ -206,3 +206,35 @@ def test_model_device_and_key_options_reach_every_server_a_tests_settings_winnin
         ("local", {"url": None, "api_key": None, "image": None, "model": "/models/m",
                    "device": "cuda"}),
     ]
+
+
+def test_on_the_url_target_the_suite_uses_the_deployment_and_counts_only_its_own_sessions(
+        suite: pytest.Pytester) -> None:
+    """A real server as the deployment, with someone else's session open on it for the
+    whole inner run: the inner suite's server is that URL, its idle server and leak
+    guard count only the run's own sessions (the other one is never waited for), and
+    a stream of its own works."""
+    import json
+
+    from websockets.sync.client import connect
+
+    from earshot.testing import wire
+
+    with LocalServer() as deployment, connect(deployment.ws_url) as other:
+        other.send(json.dumps(wire.config(uid="someone-else")))
+        assert json.loads(other.recv(timeout=30))["message"] == "SERVER_READY"
+        result = run(suite, f"""
+from earshot.testing.targets import UrlServer
+from earshot.testing import wire
+
+async def test_the_deployment(whisperlive_idle_server, jfk):
+    server = whisperlive_idle_server
+    assert isinstance(server, UrlServer) and server.shared
+    assert server.ws_url == "{deployment.ws_url}"
+    status = server.server_status()
+    assert [s["uid"] for s in status["sessions"]] == ["someone-else"]
+    assert server.own_sessions(status) == []
+    transcript = await wire.stream(server.ws_url, jfk[:32000], speed=None)
+    assert transcript.accepted and transcript.final
+""", "--earshot-target", "url", "--earshot-url", deployment.ws_url)
+    result.assert_outcomes(passed=1)
