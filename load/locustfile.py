@@ -29,7 +29,10 @@ from locust import User, events, task
 
 from earshot import audio
 from earshot.audio import Speech
+from earshot.load import locust_csv
 from earshot.load.session import SessionOptions, load_clip, run_session
+
+locust_csv.install()  # the CSV complete to the last request (see the module)
 
 _numbers = itertools.count()  # user numbers in this process, for readable uids
 
