@@ -169,3 +169,63 @@ def test_the_urls_of_a_started_container_come_from_its_own_port_without_asking_d
     assert server.http_url == f"http://127.0.0.1:{port}"
     assert server.get_exposed_port(9090) == port
     assert server.ports["9090/tcp"] == ("127.0.0.1", port)  # published on loopback only
+
+
+@pytest.fixture
+def stale_engine_socket(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """DOCKER_HOST at a socket file nothing listens on, as a stopped engine leaves
+    /var/run/docker.sock: every connect is refused."""
+    import socket
+
+    path = tmp_path / "docker.sock"
+    with socket.socket(socket.AF_UNIX) as bound:
+        bound.bind(str(path))  # the file stays; nothing will listen
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
+    return str(path)
+
+
+def _open_fds() -> dict[str, str]:
+    import os
+
+    found = {}
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            found[fd] = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue  # the listing's own descriptor, closed by now
+    return found
+
+
+def test_with_no_engine_answering_the_sweeps_hold_no_descriptor(stale_engine_socket) -> None:
+    """The leak sweeps ask for earshot's containers on every test's end; where the engine
+    is stopped, the Docker SDK's refused connect used to stay open until the garbage
+    collector ran (a leaked socket, named by the next test's guard)."""
+    import gc
+
+    from earshot.testing import leaks
+
+    gc.disable()  # nothing may depend on it
+    try:
+        before = _open_fds()
+        with pytest.raises(module.EngineUnreachable, match=stale_engine_socket):
+            module.labelled_containers()
+        with pytest.raises(module.EngineUnreachable):
+            module.owners()
+        assert leaks.Leftovers.now().containers == frozenset()
+        assert leaks.Leftovers.orphans().containers == frozenset()
+        assert {fd: to for fd, to in _open_fds().items() if fd not in before} == {}
+    finally:
+        gc.enable()
+
+
+def test_the_engine_is_found_where_docker_host_says(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    monkeypatch.setenv("DOCKER_HOST", "tcp://10.1.2.3:2376")
+    assert module._engine_address() == (socket.AF_INET, ("10.1.2.3", 2376))
+    monkeypatch.setenv("DOCKER_HOST", "unix:///run/user/1000/docker.sock")
+    assert module._engine_address() == (socket.AF_UNIX, "/run/user/1000/docker.sock")
+    monkeypatch.delenv("DOCKER_HOST")
+    assert module._engine_address() == (socket.AF_UNIX, "/var/run/docker.sock")
+    monkeypatch.setenv("DOCKER_HOST", "ssh://user@host")
+    assert module._engine_address() is None and module.engine_answers()  # the SDK decides

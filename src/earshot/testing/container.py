@@ -78,16 +78,61 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def ryuk_available() -> bool:
-    """Ryuk (testcontainers' reaper) needs its image; without a registry it is absent."""
+class EngineUnreachable(docker.errors.DockerException):
+    """No Docker engine answers at DOCKER_HOST (or Docker's default socket)."""
+
+
+def _engine_address() -> tuple[socket.AddressFamily, Any] | None:
+    """Where the Docker CLI and SDK connect: a unix socket or a TCP address (None: a
+    scheme the SDK alone knows, such as ssh://)."""
+    url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if url.startswith("unix://"):
+        return socket.AF_UNIX, url.removeprefix("unix://")
+    if url.startswith("tcp://"):
+        host, _, port = url.removeprefix("tcp://").rstrip("/").rpartition(":")
+        return socket.AF_INET, (host or "127.0.0.1", int(port or 2375))
+    return None
+
+
+def engine_answers(timeout: float = 2.0) -> bool:
+    """Whether the engine's socket takes a connection, tried on a socket closed at once."""
+    address = _engine_address()
+    if address is None:
+        return True  # the SDK will say
+    family, where = address
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.settimeout(timeout)
+        try:
+            probe.connect(where)
+        except OSError:
+            return False
+    return True
+
+
+@contextmanager
+def docker_client() -> Iterator[docker.DockerClient]:
+    """A Docker SDK client, closed on exit; EngineUnreachable, holding nothing, where no
+    engine answers. (``docker.from_env()`` asks the engine's version at once, and when
+    that connect is refused it leaves its socket open for the garbage collector: a
+    stopped engine's stale socket made the leak sweeps leak a descriptor.)"""
+    if not engine_answers():
+        raise EngineUnreachable(f"no Docker engine answers at "
+                                f"{os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}")
     client = docker.from_env()
     try:
-        client.images.get(testcontainers_config.ryuk_image)
-        return True
-    except NotFound:
-        return False
+        yield client
     finally:
         client.close()
+
+
+def ryuk_available() -> bool:
+    """Ryuk (testcontainers' reaper) needs its image; without a registry it is absent."""
+    with docker_client() as client:
+        try:
+            client.images.get(testcontainers_config.ryuk_image)
+            return True
+        except NotFound:
+            return False
 
 
 @functools.cache  # the engine and the reaper setting hold for the process's life
@@ -419,32 +464,23 @@ def _filters(mine: bool) -> dict[str, Any]:
 
 def labelled_containers(mine: bool = True) -> list[str]:
     """Ids of earshot's containers, running or not: this process's, or (``mine=False``) all."""
-    client = docker.from_env()
-    try:
+    with docker_client() as client:
         return [c.id for c in client.containers.list(all=True, filters=_filters(mine))]
-    finally:
-        client.close()
 
 
 def owners() -> dict[str, int | None]:
     """Every earshot container's id and the pid of the process that made it."""
-    client = docker.from_env()
-    try:
+    with docker_client() as client:
         found = client.containers.list(all=True, filters=_filters(mine=False))
         return {c.id: int(c.labels[OWNER]) if c.labels.get(OWNER, "").isdigit() else None
                 for c in found}
-    finally:
-        client.close()
 
 
 def remove_labelled(ids: Collection[str] | None = None, mine: bool = True) -> int:
     """Remove earshot's containers (this process's, or all; only ``ids`` if given)."""
-    client = docker.from_env()
-    try:
+    with docker_client() as client:
         found = [c for c in client.containers.list(all=True, filters=_filters(mine))
                  if ids is None or c.id in ids]
         for container in found:
             container.remove(force=True)
         return len(found)
-    finally:
-        client.close()
