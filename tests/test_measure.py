@@ -92,7 +92,14 @@ def test_its_record_rounds_every_figure_to_the_millisecond() -> None:
         "clip": "a.wav", "profile": "wifi", "seconds": 5.0, "ok": True, "error": None,
         "wer": 0.0, "first_text_s": 1.235, "final_s": 0.333, "final_estimated": False,
         "rtf": 1.067, "max_lag_s": 0.5, "text": REFERENCE,
-        "lag_series": [[1.235, 0.235], [5.333, 0.5]]}
+        "lag_series": [[1.235, 0.235], [5.333, 0.5]],
+        # "and so" grows into the reference: nothing unstable; its one segment ends at
+        # 4.5 s, sent at 104.5, completed at 105.33333
+        "quality": {"unstable_partial_word_ratio": 0.0, "unstable_partial_segment_ratio": 0.0,
+                    "normalized_erasure": 0.0, "ghost_partials": 0,
+                    "time_to_first_partial_s": 1.235,
+                    "finalization_s": {"p50": 0.833, "p95": 0.833, "p99": 0.833},
+                    "real_time_factor": 1.067}}
 
 
 # -- the phases: what each streams, and how -------------------------------------------

@@ -94,12 +94,20 @@ KNOWN_VERDICT = ("DO NOT SHIP: suite.max_core_failures is 1 count, needs <= 0; "
 
 
 def _as_dict(clip: str, *, wer: float, first_text_s: float, final_s: float, rtf: float,
-             text: str = REFERENCE, profile: str | None = None) -> dict:
-    """A stream of 5 s as metrics.json gives it (each value written out, not computed)."""
+             finalized_s: float, text: str = REFERENCE, profile: str | None = None) -> dict:
+    """A stream of 5 s as metrics.json gives it (each value written out, not computed).
+    Its one segment (0-4 s) comes completed in both updates, the first one already:
+    nothing unstable, and "finalized" at the first text, ``finalized_s`` after its end
+    went out (negative: these made-up streams complete it before it is heard)."""
+    figures = {"unstable_partial_word_ratio": 0.0, "unstable_partial_segment_ratio": 0.0,
+               "normalized_erasure": 0.0, "ghost_partials": 0,
+               "time_to_first_partial_s": first_text_s,
+               "finalization_s": {"p50": finalized_s, "p95": finalized_s, "p99": finalized_s},
+               "real_time_factor": rtf}
     return {"clip": clip, "profile": profile, "seconds": 5.0, "ok": True, "error": None,
             "wer": wer, "first_text_s": first_text_s, "final_s": final_s,
             "final_estimated": False, "rtf": rtf, "max_lag_s": 1.0, "text": text,
-            "lag_series": [[first_text_s, 0.0], [5.0 + final_s, 1.0]]}
+            "lag_series": [[first_text_s, 0.0], [5.0 + final_s, 1.0]], "quality": figures}
 
 
 def test_metrics_json_holds_exactly_the_known_runs_keys_and_values(tmp_path) -> None:
@@ -120,7 +128,8 @@ def test_metrics_json_holds_exactly_the_known_runs_keys_and_values(tmp_path) -> 
              "network.max_final_s": ("s", 5.0, "max", 0.75, True),
              "container.max_peak_memory_mib": ("MiB", 2048.0, "max", 300.0, True)}
     notes = {"concurrency.min_sustained": "of 2 streams"}
-    concurrent = _as_dict("a.wav", wer=0.0, first_text_s=1.0, final_s=0.25, rtf=1.05)
+    concurrent = _as_dict("a.wav", wer=0.0, first_text_s=1.0, final_s=0.25, rtf=1.05,
+                          finalized_s=-3.0)
     assert data == {
         "verdict": KNOWN_VERDICT,
         "target": "ws://127.0.0.1:1", "server": "a stand-in", "machine": "this one",
@@ -140,13 +149,14 @@ def test_metrics_json_holds_exactly_the_known_runs_keys_and_values(tmp_path) -> 
              "outcome": "failed", "message": "no /status", "seconds": 0.25},
             {"nodeid": "t.py::fine", "kind": "core", "extensions": [], "outcome": "passed",
              "message": "", "seconds": 2.0}]},
-        "clips": [_as_dict("a.wav", wer=0.0, first_text_s=1.0, final_s=0.25, rtf=1.05),
+        "clips": [_as_dict("a.wav", wer=0.0, first_text_s=1.0, final_s=0.25, rtf=1.05,
+                          finalized_s=-3.0),
                   _as_dict("b.wav", wer=0.2, first_text_s=1.5, final_s=0.5, rtf=1.1,
-                           text=ONE_WORD_WRONG)],
+                           finalized_s=-2.5, text=ONE_WORD_WRONG)],
         "concurrency": {"streams": 2, "sustained": 2, "worst_final_s": 0.25,
                         "per_stream": [concurrent, concurrent]},
         "network": [_as_dict("a.wav", wer=0.0, first_text_s=1.0, final_s=0.75, rtf=1.15,
-                             profile="lan")],
+                             finalized_s=-3.0, profile="lan")],
         "container": {"cpu_seconds": 12.0, "peak_memory_mib": 300.0},
     }
 

@@ -47,7 +47,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from typing import Any
 
 from earshot.protocol import Segment
 from earshot.protocol.transcript import Transcript
@@ -62,6 +63,12 @@ class Update:
 
     at: float
     segments: tuple[Segment, ...]
+
+
+def updates_of(messages: Iterable[tuple[float, Any]]) -> list[Update]:
+    """The segments messages of a recorded exchange (``(arrival, ServerMessage)``
+    pairs, as :class:`earshot.testing.wire.Exchange` keeps them), as updates."""
+    return [Update(at, tuple(m.segments)) for at, m in messages if m.kind == "segments"]
 
 
 def hypotheses(updates: Iterable[Update]) -> list[str]:
@@ -176,6 +183,16 @@ class StreamQuality:
     time_to_first_partial_s: float | None
     finalization_s: dict[str, float | None]  # percentiles of the per-segment latencies
     real_time_factor: float | None
+
+    def as_dict(self, digits: int = 3) -> dict[str, Any]:
+        """The figures for a JSON record, each rounded to ``digits``."""
+        def r(value: float | None) -> float | None:
+            return None if value is None else round(value, digits)
+
+        record = asdict(self)
+        return {key: ({k: r(v) for k, v in value.items()} if isinstance(value, dict)
+                      else value if isinstance(value, int) else r(value))
+                for key, value in record.items()}
 
     @classmethod
     def of(cls, updates: Sequence[Update], *, first_audio_at: float, audio_seconds: float,

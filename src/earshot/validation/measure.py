@@ -25,12 +25,12 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import docker
-
 from earshot import audio
 from earshot.audio import Speech as Clip
 from earshot.testing import wire
+from earshot.testing.container import docker_client
 from earshot.testing.proxy import PROFILES, Proxy
+from earshot.testing.quality import StreamQuality, updates_of
 from earshot.testing.wer import wer
 
 STAGGER_S = 0.25  # concurrent streams start this far apart, so frames do not align
@@ -120,6 +120,15 @@ class Stream:
     def max_lag_s(self) -> float | None:
         return max((lag for _, lag in self.lag_series()), default=None)
 
+    @property
+    def quality(self) -> StreamQuality | None:
+        """How its partials behaved on the way to the final (earshot.testing.quality)."""
+        t = self.transcript
+        if t is None or t.first_audio_at is None:
+            return None
+        return StreamQuality.of(updates_of(t.messages), first_audio_at=t.first_audio_at,
+                                audio_seconds=self.seconds, final_at=self.final_at)
+
     def as_dict(self) -> dict[str, Any]:
         def r(value: float | None) -> float | None:
             return None if value is None else round(value, 3)
@@ -129,7 +138,8 @@ class Stream:
                 "first_text_s": r(self.first_text_s), "final_s": r(self.final_s),
                 "final_estimated": self.final_estimated, "rtf": r(self.rtf),
                 "max_lag_s": r(self.max_lag_s), "text": self.text,
-                "lag_series": [[r(a), r(b)] for a, b in self.lag_series()]}
+                "lag_series": [[r(a), r(b)] for a, b in self.lag_series()],
+                "quality": quality.as_dict() if (quality := self.quality) else None}
 
 
 async def stream(url: str, clip: Clip, headers: Mapping[str, str], *,
@@ -211,8 +221,7 @@ class ContainerStats:
             self._thread.join(timeout=30)
 
     def _sample(self) -> None:
-        client = docker.from_env()
-        try:
+        with docker_client() as client:
             container = client.containers.get(self.container_id)
             first_cpu: int | None = None
             while True:
@@ -226,5 +235,3 @@ class ContainerStats:
                 self.samples += 1
                 if self._stop.wait(self.interval_s):  # pacing of the samples, not a wait
                     return
-        finally:
-            client.close()
