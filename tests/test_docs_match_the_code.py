@@ -122,6 +122,24 @@ async def test_each_named_wait_and_its_async_twin_bound_themselves_as_the_readme
     assert bounds.seen == [_named_wait_bounds()[name]] * 2
 
 
+async def test_eventually_and_its_twin_wait_the_10_s_the_readme_gives(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from earshot.testing import waiting
+    stated = re.search(r"`eventually` itself \(and its twin\) (\d+) s", README)
+    assert stated is not None
+    given: list[float] = []
+    policy = waiting._policy
+
+    def recording(timeout: float, max_interval: float) -> dict:
+        given.append(timeout)
+        return policy(timeout, max_interval)
+
+    monkeypatch.setattr(waiting, "_policy", recording)
+    assert waiting.eventually(lambda: 1) == 1
+    assert await waiting.eventually_async(lambda: 2) == 2
+    assert given == [float(stated.group(1))] * 2 == [10.0, 10.0]
+
+
 def test_the_readme_lists_the_bound_of_every_named_wait() -> None:
     assert set(_named_wait_bounds()) == {"wait_for_state", "wait_for_sessions",
                                          "wait_for_transcript", "wait_for_container_status"}
