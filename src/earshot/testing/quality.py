@@ -27,11 +27,10 @@ Definitions (each function's docstring says which it computes):
   common prefix), summed, over the final's length in characters. The text is
   taken as shown, case and punctuation included: growing the last word
   ("American" -> "Americans") erases nothing, a comma put in mid-text erases all
-  that follows it. An empty
-  final counts as one character.
+  that follows it. An empty final counts as one character.
 - **Ghost partials**: the segments a client that keeps segments by their start
-  (a common fold, WhisperLive's own clients among them) would still show after
-  the last message while a correct fold does not: a partial whose start moved
+  (a common way to fold them) would still show after the last message while a
+  correct fold does not: a partial whose start moved
   before it was completed leaves its old copy behind.
 - **Time to first partial**: first audio sent -> the first message with text.
 - **Finalization latency**, per segment of the final: the moment its end was sent
