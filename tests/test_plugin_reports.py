@@ -197,3 +197,57 @@ def test_polls_then_fails(whisperlive_server):
     section = out[out.index("earshot server log during this test"):]
     assert "poll 1" in section and "poll 2" in section
     assert "started" not in section  # written before the test: not this test's
+
+
+# Stand-ins (named as such) for the image build and Docker's set-up: they record
+# what the plugin asks for, in a file the outer test reads.
+STAND_IN_BUILD = '''
+import json, os
+import earshot.testing.image as image
+from earshot.testing.container import WhisperLiveContainer
+
+ASKED = os.path.join(os.path.dirname(__file__), "asked.jsonl")
+
+def _record(what):
+    with open(ASKED, "a") as f:
+        f.write(json.dumps(what) + "\\n")
+
+image.ensure_image = lambda variant="cpu": _record(["image", variant]) or f"stand-in:{variant}"
+WhisperLiveContainer.prepare = classmethod(lambda cls: _record(["prepare"]))
+'''
+
+
+def _asked(pytester: pytest.Pytester) -> list[list[str]]:
+    import json
+
+    path = pytester.path / "asked.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_the_image_is_built_at_collection_only_when_a_collected_test_needs_it(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(STAND_IN_BUILD)
+    pytester.makepyfile(test_image="""
+def test_uses_the_image(whisperlive_image):
+    assert whisperlive_image == "stand-in:cpu"
+
+def test_needs_nothing():
+    pass
+""")
+    args = ("-p", "no:randomly", "-p", "no:cacheprovider", *INNER_SESSION_ARGS)
+    pytester.runpytest_subprocess(*args).assert_outcomes(passed=2)
+    assert _asked(pytester) == [["prepare"], ["image", "cpu"]]  # once, before any test
+    (pytester.path / "asked.jsonl").unlink()
+    pytester.runpytest_subprocess(*args, "-k", "needs_nothing").assert_outcomes(passed=1)
+    assert _asked(pytester) == []  # no collected test needs it: nothing built
+
+
+def test_the_cuda_image_is_built_too_when_a_test_asks_for_it(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(STAND_IN_BUILD)
+    pytester.makepyfile(test_cuda="""
+def test_uses_the_cuda_image(whisperlive_cuda_image):
+    assert whisperlive_cuda_image == "stand-in:cuda"
+""")
+    pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider",
+                                  *INNER_SESSION_ARGS).assert_outcomes(passed=1)
+    assert _asked(pytester) == [["prepare"], ["image", "cuda"]]
