@@ -251,3 +251,37 @@ def test_uses_the_cuda_image(whisperlive_cuda_image):
     pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider",
                                   *INNER_SESSION_ARGS).assert_outcomes(passed=1)
     assert _asked(pytester) == [["prepare"], ["image", "cuda"]]
+
+
+# Stand-ins for the engine's list of earshot containers (named as such): a container
+# "made" by a test is one more id in CONTAINERS; removing it is recorded.
+STAND_IN_CONTAINERS = STAND_IN_BUILD + '''
+import earshot.testing.container as container
+
+CONTAINERS = []
+container.labelled_containers = lambda mine=True: list(CONTAINERS)
+container.owners = lambda: {}
+container.remove_labelled = lambda ids=None, mine=True: _record(["removed", sorted(ids)])
+'''
+
+
+def test_a_container_left_by_a_test_is_named_by_its_guard_and_by_the_sessions_end(
+        pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(STAND_IN_CONTAINERS)
+    pytester.makepyfile(test_left="""
+from conftest import CONTAINERS
+
+def test_leaves_a_container(whisperlive_image):
+    CONTAINERS.append("c0ffee" + "0" * 58)
+""")
+    result = pytester.runpytest_subprocess("-p", "no:randomly", "-p", "no:cacheprovider",
+                                           "-o", "earshot_leak_guard=true",
+                                           *INNER_SESSION_ARGS)
+    result.assert_outcomes(passed=1, errors=1)  # the guard's error, at teardown
+    out = result.stdout.str()
+    guard = out[out.index("still held"):]
+    assert "earshot container c0ffee000000" in guard.splitlines()[1]
+    assert "the test session left these behind (now removed):" in out
+    assert "earshot container c0ffee000000" in out[out.index("left these behind"):]
+    assert _asked(pytester)[-1] == ["removed", ["c0ffee" + "0" * 58]]
+    assert result.ret != 0
