@@ -73,6 +73,8 @@ TARGET  ?=
 API_KEY ?=
 DEVICE  ?= cpu
 VALIDATE = $(PY) -m earshot.validation $(if $(API_KEY),--api-key $(API_KEY))
+# The image built first is the one DEVICE runs (the CUDA image for DEVICE=cuda).
+validate: VARIANT := $(if $(filter cuda,$(DEVICE)),cuda,cpu)
 validate: $(if $(TARGET),setup,image)
 	$(VALIDATE) $(if $(TARGET),--target $(TARGET),--device $(DEVICE))
 

@@ -95,6 +95,13 @@ def test_targets_on_the_container_build_the_image_first_and_on_a_target_do_not(
                        for c in dry_run(target, "TARGET=ws://host:9090"))
 
 
+def test_make_validate_builds_the_image_its_device_runs() -> None:
+    assert any("earshot.testing.image --variant cuda" in c
+               for c in dry_run("validate", "DEVICE=cuda"))
+    assert any("earshot.testing.image --variant cpu" in c for c in dry_run("validate"))
+    assert not any("--variant cuda" in c for c in dry_run("validate"))
+
+
 def test_make_image_builds_the_variant_asked_for() -> None:
     assert "earshot.testing.image --variant cuda" in last("image", "VARIANT=cuda")
     assert "earshot.testing.image --variant cpu" in last("image")
