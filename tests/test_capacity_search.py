@@ -274,3 +274,84 @@ def test_a_soak_that_fails_says_each_thing_that_did_not_come_back(
     assert "(limit 0.2 s, " in sessions
     assert memory.endswith(" polls) waiting for the server's memory to return under "
                            "148.0 MiB; last seen: 160.0")
+
+
+# -- the whole command: capacity.md -----------------------------------------------------
+
+
+def measured(**kwargs: Any) -> dict[str, Any]:
+    """A level's runner summary with the load generator's own CPU per session."""
+    return {**summary(**kwargs), "generator": {"cpu_s_per_session": 0.012}}
+
+
+@pytest.fixture
+def stand_in_capacity(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """``python -m earshot.load capacity`` with its parts stood in for (each named so):
+    the whole-file baseline, the target (earshot's, or the peer), the level runs and
+    the soak. Levels up to 8 users hold; 12 does not. Returns what was run, in order."""
+    from contextlib import contextmanager
+
+    from earshot.load import cli
+    from earshot.load.baseline import Baseline
+
+    ran: list[str] = []
+    monkeypatch.setattr(cli, "whole_file", lambda clips: [
+        Baseline(c.name, 0.05, "text", 0.4) for c in clips])
+    monkeypatch.setattr(cli, "describe", lambda: "a stand-in machine")
+
+    @contextmanager
+    def open_target(url, *, peer=False, **kwargs):
+        yield Target(name="WhisperLive 0.10" if peer else "earshot")
+
+    def run_level(target, users, seconds, folder, name, options):
+        ran.append(f"{target.name} {name}")
+        return measured()
+
+    def search(target, levels, seconds, folder, options, say, every=False):
+        ran.append(f"{target.name} search {list(levels)}")
+        return [cap.Level(n, measured(first=1.0 if n <= 8 else 2.0)) for n in levels]
+
+    def soak(target, users, seconds, folder, options, say):
+        ran.append(f"{target.name} soak {users} for {seconds:g} s")
+        return cap.Soak(users, seconds, measured(), 400.0, 410.0, 0)
+
+    monkeypatch.setattr(cli, "open_target", open_target)
+    monkeypatch.setattr(cap, "run_level", run_level)
+    monkeypatch.setattr(cap, "search", search)
+    monkeypatch.setattr(cap, "soak", soak)
+    return ran
+
+
+def test_capacity_writes_its_report_and_exits_0_when_a_capacity_held_its_soak(
+        stand_in_capacity: list[str], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from earshot.load import cli
+
+    argv = ["capacity", "--levels", "1,4,8,12", "--soak", "120", "--clips", "jfk.flac",
+            "--reports", str(tmp_path), "--peer"]
+    assert cli.main(argv) == 0
+    assert stand_in_capacity == [
+        "earshot warm-up", "earshot search [1, 4, 8, 12]", "earshot soak 6 for 120 s",
+        "WhisperLive 0.10 warm-up", "WhisperLive 0.10 search [1, 4, 8, 12]"]
+    [folder] = tmp_path.glob("capacity-*")
+    text = (folder / "capacity.md").read_text()
+    assert text.startswith("# Capacity, ") and "Machine: a stand-in machine" in text
+    assert "| jfk.flac | 0.050 | 0.40 |" in text  # the whole-file baseline
+    assert json.loads((folder / "baseline.json").read_text()) == {"jfk.flac": 0.05}
+    assert text.count("Capacity: 8 concurrent real-time stream(s).") == 2  # both servers
+    assert "| 12 | 4 | 0 | 2.00 | 2.00 |" in text and "NO: p95 first_text 2.00 s over" in text
+    assert "Soak: 6 user(s) for 120 s, held." in text
+    assert "## Side by side (same loads, same run)" in text
+    assert text in capsys.readouterr().out  # and said on the terminal
+
+
+def test_capacity_exits_1_when_no_level_held(stand_in_capacity: list[str],
+                                             tmp_path: Path, monkeypatch) -> None:
+    from earshot.load import cli
+
+    monkeypatch.setattr(cap, "search", lambda target, levels, *a, **k: [
+        cap.Level(n, measured(failures=1)) for n in levels])
+    argv = ["capacity", "--levels", "1,4", "--soak", "120", "--clips", "jfk.flac",
+            "--reports", str(tmp_path)]
+    assert cli.main(argv) == 1
+    text = next(tmp_path.glob("capacity-*/capacity.md")).read_text()
+    assert "Capacity: 0 concurrent real-time stream(s)." in text and "Soak" not in text
