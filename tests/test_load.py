@@ -96,3 +96,18 @@ def test_side_by_side_gives_each_load_both_measured_its_ratio() -> None:
     table = side_by_side(ours, theirs).splitlines()
     assert len(table) == 3  # header, rule, the one load both ran
     assert table[2].startswith("| 1 | 0.50 / 1.00 (0.50) | 0.10 / 0.10 (1.00) | 0 / 0 |")
+
+
+def test_the_whole_file_baseline_is_faster_whisper_on_each_clip_scored_as_wer_is(
+        speech_clip) -> None:
+    from earshot.load.baseline import whole_file
+    from earshot.testing.wer import wer
+
+    jfk, other = speech_clip("jfk.flac"), speech_clip("librivox_ss01_0890.wav")
+    wrong = type(jfk)(jfk.name, jfk.samples, "something else entirely was said")
+    [first, second, third] = whole_file([jfk, other, wrong])
+    assert (first.clip, second.clip) == ("jfk.flac", "librivox_ss01_0890.wav")
+    assert first.wer == 0.0 and "fellow Americans" in first.text  # tiny.en, word for word
+    assert second.wer < 0.1 and second.seconds > 0
+    # The same speech held to another reference: scored as the WER of make validate is.
+    assert third.text == first.text and third.wer == wer(wrong.reference, third.text) > 1

@@ -25,8 +25,13 @@ class Baseline:
 
 def whole_file(clips: Iterable[Speech], beam_size: int = 5) -> list[Baseline]:
     from faster_whisper import WhisperModel
+    from tqdm import tqdm
 
     from earshot.server.engine import bundled_model_path
+
+    # faster-whisper's transcribe makes a progress bar (disabled), and tqdm starts its
+    # monitor thread for any bar, for the life of the process: tqdm's own switch off.
+    tqdm.monitor_interval = 0
 
     model = WhisperModel(str(bundled_model_path()), device="cpu", compute_type="int8")
     results = []
