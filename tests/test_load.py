@@ -111,3 +111,41 @@ def test_the_whole_file_baseline_is_faster_whisper_on_each_clip_scored_as_wer_is
     assert second.wer < 0.1 and second.seconds > 0
     # The same speech held to another reference: scored as the WER of make validate is.
     assert third.text == first.text and third.wer == wer(wrong.reference, third.text) > 1
+
+
+LOCUSTFILE_OPTIONS = """
+import json, sys
+from earshot.load import LOCUSTFILE
+from earshot.load.runner import load_locustfile
+from locust.argument_parser import get_parser
+module = load_locustfile(LOCUSTFILE)
+options = module.session_options(get_parser().parse_args(["-f", str(LOCUSTFILE), *sys.argv[1:]]))
+print(json.dumps({"max_wer": options.max_wer, "wer_bounds": options.wer_bounds,
+                  "end_by_close": options.end_by_close, "final_timeout": options.final_timeout,
+                  "headers": options.headers}))
+"""
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    ([], {"max_wer": 0.10, "wer_bounds": None, "end_by_close": False, "final_timeout": 30.0,
+          "headers": None}),
+    (["--max-wer", "0.2", "--end-by", "close", "--final-timeout", "12", "--api-key", "k"],
+     {"max_wer": 0.2, "wer_bounds": None, "end_by_close": True, "final_timeout": 12.0,
+      "headers": {"Authorization": "Bearer k"}}),
+    (["--wer-baseline", "BASELINE", "--wer-margin", "0.1"],
+     {"max_wer": 0.10, "wer_bounds": {"jfk.flac": pytest.approx(0.15)},
+      "end_by_close": False, "final_timeout": 30.0, "headers": None}),
+], ids=["defaults", "each option", "a baseline"])
+def test_the_locustfiles_options_under_plain_locust_become_the_sessions_checks(
+        tmp_path, args: list[str], expected: dict) -> None:
+    # In a process of its own: importing Locust patches the standard library (gevent).
+    import json
+    import subprocess
+    import sys
+
+    baseline = tmp_path / "baseline.json"
+    baseline.write_text(json.dumps({"jfk.flac": 0.05}))
+    args = [str(baseline) if a == "BASELINE" else a for a in args]
+    done = subprocess.run([sys.executable, "-c", LOCUSTFILE_OPTIONS, *args],
+                          capture_output=True, text=True, timeout=60, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == expected
