@@ -148,3 +148,43 @@ def test_a_streams_figures_together() -> None:
                              final_at=102.0)
     assert paced.finalization_s["p50"] == pytest.approx(0.0)  # 4 s of audio sent in 1 s
     assert paced.real_time_factor == pytest.approx(2.0 / 5.0)
+
+
+def test_a_stream_that_got_no_segments_message_is_all_zeros_and_nones() -> None:
+    assert quality.unstable_partial_word_ratio([]) == 0.0
+    assert quality.unstable_partial_segment_ratio([]) == 0.0
+    assert quality.normalized_erasure([]) == 0.0
+    assert quality.ghost_partials([]) == [] and quality.hypotheses([]) == []
+    assert StreamQuality.of([], first_audio_at=100.0, audio_seconds=5.0) == StreamQuality(
+        0.0, 0.0, 0.0, 0, None, {"p50": None, "p95": None, "p99": None}, None)
+
+
+def test_percentiles_take_the_rank_up_for_an_odd_count() -> None:
+    # 101 values 0..100: p50 is rank ceil(50.5) = 51, the value 50; p95 rank 96, p99 rank 100.
+    assert quality.percentiles([float(n) for n in range(101)]) == {
+        "p50": 50.0, "p95": 95.0, "p99": 99.0}
+
+
+def test_the_updates_of_a_recorded_exchange_are_its_segments_messages_with_their_times(
+        ) -> None:
+    from earshot.protocol import ServerMessage
+
+    one, two = partial(0.0, 1.0, "and"), done(0.0, 2.0, "and so")
+    messages = [(100.0, ServerMessage("ready", {"message": "SERVER_READY"})),
+                (101.0, ServerMessage("segments", {"segments": [one.to_wire()]})),
+                (102.0, ServerMessage("segments", {"segments": [two.to_wire(), one.to_wire()]})),
+                (102.5, ServerMessage("end", {}))]
+    assert quality.updates_of(messages) == [Update(101.0, (one,)), Update(102.0, (two, one))]
+
+
+def test_a_streams_record_rounds_each_figure_and_keeps_the_ghost_count_whole() -> None:
+    figures = StreamQuality(1 / 3, 0.123456, 2 / 3, 2, 1.23456,
+                            {"p50": 0.33333, "p95": None, "p99": 1.0}, 1.066666)
+    assert figures.as_dict() == {
+        "unstable_partial_word_ratio": 0.333, "unstable_partial_segment_ratio": 0.123,
+        "normalized_erasure": 0.667, "ghost_partials": 2, "time_to_first_partial_s": 1.235,
+        "finalization_s": {"p50": 0.333, "p95": None, "p99": 1.0}, "real_time_factor": 1.067}
+    assert figures.as_dict(digits=1)["time_to_first_partial_s"] == 1.2
+    assert isinstance(figures.as_dict()["ghost_partials"], int)
+    none = StreamQuality(0.0, 0.0, 0.0, 0, None, {"p50": None}, None).as_dict()
+    assert none["time_to_first_partial_s"] is None and none["real_time_factor"] is None
