@@ -188,3 +188,10 @@ def test_a_streams_record_rounds_each_figure_and_keeps_the_ghost_count_whole() -
     assert isinstance(figures.as_dict()["ghost_partials"], int)
     none = StreamQuality(0.0, 0.0, 0.0, 0, None, {"p50": None}, None).as_dict()
     assert none["time_to_first_partial_s"] is None and none["real_time_factor"] is None
+
+
+def test_without_a_final_time_the_last_update_is_the_final() -> None:
+    three = [update(101.0, partial(0.0, 1.0, "and")), update(102.0, partial(0.0, 2.0, "and so")),
+             update(104.0, done(0.0, 3.0, "and so my"))]
+    figures = StreamQuality.of(three, first_audio_at=100.0, audio_seconds=4.0)
+    assert figures.real_time_factor == pytest.approx(4.0 / 4.0)  # 100 -> 104, not 102
