@@ -5,13 +5,13 @@ from __future__ import annotations
 import asyncio
 import shutil
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile
+from answering import Answering  # pytest puts tests/ on the path
 
 from earshot import audio
 from earshot.protocol import SAMPLE_RATE
@@ -51,39 +51,24 @@ def test_missing_clip_names_how_to_get_it(tmp_path, monkeypatch) -> None:
 @pytest.fixture
 def clip_source(monkeypatch) -> Iterator[Callable[[bytes, int | None], list[str]]]:
     """``clip_source(body, length)``: a stand-in for the clips' public source (tests
-    reach only 127.0.0.1), an HTTP server on a thread that answers one request with
-    ``body`` under a Content-Length of ``length`` (None: the body's), then closes.
-    Returns the request lines it received."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-    threads: list[threading.Thread] = []
+    reach only 127.0.0.1), an HTTP server that answers one request with ``body``
+    under a Content-Length of ``length`` (None: the body's), then closes. Returns the
+    request lines it received."""
     requests: list[str] = []
 
-    def serve(body: bytes, length: int | None) -> list[str]:
-        def answer_once() -> None:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            with conn:
+    with Answering("clip-source-stand-in") as server:
+        def serve(body: bytes, length: int | None) -> list[str]:
+            def reply(conn: socket.socket) -> None:
                 requests.append(conn.recv(4096).split(b"\r\n")[0].decode())
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n"
                              % (len(body) if length is None else length) + body)
 
-        thread = threading.Thread(target=answer_once, name="clip-source-stand-in")
-        thread.start()
-        threads.append(thread)
-        return requests
+            server.answer(reply)
+            return requests
 
-    port = listener.getsockname()[1]
-    monkeypatch.setattr(audio.Clip, "source_url",
-                        property(lambda clip: f"http://127.0.0.1:{port}/{clip.name}"))
-    try:
+        monkeypatch.setattr(audio.Clip, "source_url", property(
+            lambda clip: f"http://127.0.0.1:{server.port}/{clip.name}"))
         yield serve
-    finally:
-        listener.close()
-        for thread in threads:
-            thread.join(15)
 
 
 @pytest.fixture

@@ -8,12 +8,12 @@ import io
 import socket
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from answering import Answering  # pytest puts tests/ on the path
 
 from earshot import audio
 from earshot.client import cli
@@ -45,25 +45,13 @@ def test_a_server_that_does_not_answer_is_one_line_and_exit_1(capsys) -> None:
 def refusing_server() -> Iterator[int]:
     """A stand-in for a server that wants a key it was not given: it answers the
     upgrade request with HTTP 401, once."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
+    def refuse(conn: socket.socket) -> None:
+        conn.recv(4096)
+        conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
 
-    def refuse_once() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.recv(4096)
-            conn.sendall(b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
-
-    thread = threading.Thread(target=refuse_once, name="refusing-server-stand-in")
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-        thread.join(15)
+    with Answering("refusing-server-stand-in") as server:
+        server.answer(refuse)
+        yield server.port
 
 
 def test_a_refused_key_is_one_line_and_exit_1(refusing_server: int, capsys) -> None:

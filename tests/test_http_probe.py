@@ -4,12 +4,11 @@ on 127.0.0.1 that misbehave on purpose, which the real server never does."""
 
 from __future__ import annotations
 
-import contextlib
 import socket
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
+from answering import Answering  # pytest puts tests/ on the path
 
 from earshot.testing.http import HttpEndpoints, ServerUnreachable
 
@@ -42,29 +41,10 @@ def _cut_the_body(conn: socket.socket) -> None:
 
 @pytest.fixture
 def stand_in(request: pytest.FixtureRequest) -> Iterator[int]:
-    """A TCP server that answers one connection with ``request.param``, on its own
-    thread (joined at the end)."""
-    behaviour: Callable[[socket.socket], None] = request.param
-    listener = socket.create_server(("127.0.0.1", 0))
-    listener.settimeout(10)
-
-    def serve_one() -> None:
-        try:
-            conn, _ = listener.accept()
-        except OSError:
-            return
-        with conn:
-            conn.settimeout(10)
-            with contextlib.suppress(OSError):
-                behaviour(conn)
-
-    thread = threading.Thread(target=serve_one, name="http-stand-in")
-    thread.start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-        thread.join(15)
+    """A TCP server that answers one connection with ``request.param``."""
+    with Answering("http-stand-in") as server:
+        server.answer(request.param)
+        yield server.port
 
 
 @pytest.mark.parametrize("stand_in", [_hang_up, _say_nothing, _garble, _cut_the_body],
