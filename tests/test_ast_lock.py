@@ -22,8 +22,8 @@ RACE = textwrap.dedent("""
         assert ast_lock.install(affected=True)
     source = "\\n".join(f"def f{i}(a, b):\\n    return [x * {i} for x in (a, b) if x]"
                         for i in range(100))
-    errors, done = [], []
-    gc.callbacks.append(lambda phase, info: time.sleep(0))
+    errors = []
+    gc.callbacks.append(lambda phase, info: time.sleep(0))  # not a wait: yields the GIL
     gc.set_threshold(10)
     def parse_often():
         for n in range(int(sys.argv[2])):

@@ -26,6 +26,7 @@ from earshot.testing import leaks
 from earshot.testing.leaks import LeakError, Leftovers, Snapshot, take, temp_prefix
 from earshot.testing.waiting import eventually
 
+# A child that lives until the test ends it (its sleep is its life, not a wait).
 SLEEPER = [sys.executable, "-c", "import time; time.sleep(60)"]
 
 

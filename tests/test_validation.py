@@ -340,7 +340,7 @@ def test_stopping_the_suite_asks_it_with_sigint_first() -> None:
     child = _child("import signal, sys, time\n"
                    "signal.signal(signal.SIGINT, lambda *a: sys.exit(7))\n"
                    "print('ready', flush=True)\n"
-                   "time.sleep(60)\n")
+                   "time.sleep(60)\n")  # not a wait: the stand-in lives until stopped
     suite.stop(child, grace=30)
     assert child.returncode == 7  # it ended itself, on SIGINT: not killed
 
@@ -358,7 +358,8 @@ def test_a_suite_that_ignores_sigint_is_killed_after_the_grace_and_swept(
                    "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
                    "tempfile.mkdtemp(prefix=temp_prefix('suite'))\n"
                    "print('ready', flush=True)\n"
-                   "time.sleep(60)\n", env={"TMPDIR": str(tmp_path)})
+                   "time.sleep(60)\n",  # not a wait: the stand-in lives until killed
+                   env={"TMPDIR": str(tmp_path)})
     assert list(tmp_path.glob("earshot-suite-*")), "the stand-in made no temp dir"
     started = time.monotonic()
     suite.stop(child, grace=0.5)
