@@ -82,10 +82,14 @@ class EngineUnreachable(docker.errors.DockerException):
     """No Docker engine answers at DOCKER_HOST (or Docker's default socket)."""
 
 
+def _engine_url() -> str:
+    return os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+
+
 def _engine_address() -> tuple[socket.AddressFamily, Any] | None:
     """Where the Docker CLI and SDK connect: a unix socket or a TCP address (None: a
     scheme the SDK alone knows, such as ssh://)."""
-    url = os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    url = _engine_url()
     if url.startswith("unix://"):
         return socket.AF_UNIX, url.removeprefix("unix://")
     if url.startswith("tcp://"):
@@ -116,8 +120,7 @@ def docker_client() -> Iterator[docker.DockerClient]:
     that connect is refused it leaves its socket open for the garbage collector: a
     stopped engine's stale socket made the leak sweeps leak a descriptor.)"""
     if not engine_answers():
-        raise EngineUnreachable(f"no Docker engine answers at "
-                                f"{os.environ.get('DOCKER_HOST') or 'unix:///var/run/docker.sock'}")
+        raise EngineUnreachable(f"no Docker engine answers at {_engine_url()}")
     client = docker.from_env()
     try:
         yield client
