@@ -7,6 +7,7 @@ the base image's id is part of the tag; the command prints the tag or one error.
 from __future__ import annotations
 
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -132,3 +133,41 @@ def test_the_command_writes_the_build_context_alone_with_context(tmp_path, docke
     assert (tmp_path / "ctx" / "Dockerfile.server").is_file()
     assert (tmp_path / "ctx" / "earshot" / "testing" / "image.py").is_file()
     assert engine.commands == []  # no engine asked
+
+
+class SlowBuildDocker(StandInDocker):
+    """A stand-in whose build waits until a second process has looked for the tag
+    too, so two builds of it would overlap if nothing kept them apart."""
+
+    def __init__(self, images: dict[str, str], tag: str) -> None:
+        super().__init__(images)
+        self.tag = tag
+        self.looked = threading.Condition()
+        self.lookups = 0
+
+    def __call__(self, command: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
+        if command[:3] == ["docker", "image", "inspect"] and command[-1] == self.tag:
+            with self.looked:
+                self.lookups += 1
+                self.looked.notify_all()
+        if command[:2] == ["docker", "build"]:
+            with self.looked:  # the first caller: twice; the second: once, before its lock
+                assert self.looked.wait_for(lambda: self.lookups >= 3, timeout=10)
+        return super().__call__(command, **kwargs)
+
+
+def test_two_processes_that_find_the_image_missing_build_it_once(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    engine = SlowBuildDocker({BASE: "sha256:base"}, tag_for("cpu"))
+    monkeypatch.setattr(image, "_run", engine)
+    tags: list[str] = []
+    callers = [threading.Thread(target=lambda: tags.append(image.ensure_image("cpu")))
+               for _ in range(2)]
+    for caller in callers:
+        caller.start()
+    for caller in callers:
+        caller.join(30)
+    assert tags == [tag_for("cpu")] * 2
+    assert len(engine.ran("docker", "build")) == 1
+    assert (tmp_path / "earshot" / "image-cpu.lock").exists()  # in the user's cache folder

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +28,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from importlib import metadata
 from pathlib import Path
+
+from filelock import FileLock
 
 import earshot
 
@@ -122,6 +125,22 @@ def ensure_image(variant: str = "cpu") -> str:
     tag = f"{REPOSITORY}:{variant}-{input_digest(variant, base_id)[:12]}"
     if image_id(tag):
         return tag
+    # One build of a tag at a time on this machine: parallel test processes (xdist
+    # workers, two sessions) that all find it missing wait for the first to build it.
+    # (The lock file stays, in the user's cache folder: removing it would race.)
+    with FileLock(_lock_path(variant)):
+        if not image_id(tag):
+            _build(variant, base, tag)
+    return tag
+
+
+def _lock_path(variant: str) -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "earshot"
+    cache.mkdir(parents=True, exist_ok=True)
+    return cache / f"image-{variant}.lock"
+
+
+def _build(variant: str, base: str, tag: str) -> None:
     say(f"building {tag} on {base} from {PACKAGE} (a few minutes the first time)")
     with tempfile.TemporaryDirectory(prefix="earshot-image-") as context:
         write_context(Path(context))
@@ -135,7 +154,6 @@ def ensure_image(variant: str = "cpu") -> str:
         if _run(build, stdout=sys.stderr).returncode != 0:
             raise ImageError(f"docker build of {tag} failed (output above)")
     remove_older(REPOSITORY, tag, prefix=f"{variant}-")
-    return tag
 
 
 def remove_older(repository: str, keep: str, prefix: str = "") -> None:
