@@ -36,7 +36,8 @@ def container(server_image: str, server_factory) -> WhisperLiveContainer:
 
 
 def test_the_container_is_labelled_and_published_on_loopback_only(server, server_image) -> None:
-    assert isinstance(server, WhisperLiveContainer)
+    """The suite's shared container (a worker's handle of it, under xdist), as Docker
+    reports it."""
     assert server.get_wrapped_container().labels.get("org.earshot.managed") == "true"
     assert server.port_bindings() == [{"HostIp": "127.0.0.1", "HostPort": str(server.port)}]
     assert server.ws_url == f"ws://127.0.0.1:{server.port}"

@@ -7,6 +7,10 @@ stops at once with exit code 2 and one line naming the missing GPU, and
 are given no GPU, so both hold on a GPU host too. The image is built at
 collection (``whisperlive_cuda_image`` in earshot/plugin/server.py), outside every test's
 timeout; the tests need the container target.
+
+``make integration`` (the job of every change) leaves them out (``-m "not
+cuda_image"``): on a fresh machine the image's build alone takes minutes. ``make
+test`` and the GPU runner's ``make integration-gpu`` run them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from earshot.testing.wer import wer
 
 JFK = "jfk.flac"
 NO_GPU = "earshot-server: --device cuda: no CUDA GPU found"
+pytestmark = pytest.mark.cuda_image
 
 
 @pytest.mark.parametrize(

@@ -60,7 +60,10 @@ async def _cycle(url: str, api_key: str | None, audio) -> None:
 
 @pytest.mark.timeout(300)
 @pytest.mark.extension("status")
-async def test_fifty_sessions_grow_nothing(idle_server, jfk) -> None:
+async def test_fifty_sessions_grow_nothing(server_factory, jfk) -> None:
+    """On a server of the test's own: its memory is this test's alone to measure (a
+    shared one grows with its other clients' sessions)."""
+    idle_server = server_factory()
     audio = jfk[:8000]
     for _ in range(WARMUP):
         await _cycle(idle_server.ws_url, idle_server.api_key, audio)

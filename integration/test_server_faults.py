@@ -24,6 +24,13 @@ SHORT = 32000  # 2 s of audio
 # Patient enough for a container to start again on a loaded 2-core machine.
 POLICY = ReconnectPolicy(attempts=100, deadline=60, initial=0.1, maximum=0.5)
 PAUSE_S = 5.0
+# Under xdist (make integration), two groups of their own, each run by one worker:
+# at most two of these scenarios at once, each streaming real speech to a server of
+# its own, beside the plugin's two groups of the other such tests. Four of them at
+# once starved the servers of CPU on 2 cores, and the waits for the first sentence
+# timed out. Each group holds about 75 s of the suite's slowest scenarios.
+FAULTS_A = pytest.mark.xdist_group("earshot-server-faults-a")
+FAULTS_B = pytest.mark.xdist_group("earshot-server-faults-b")
 
 
 @pytest.fixture
@@ -38,14 +45,14 @@ FIRST_SENTENCE_S = 12.0  # where the second sentence begins, about
 
 
 def past_the_first_sentence(client: AsyncTranscriptionClient) -> bool:
-    """The server has completed a segment, or transcribed past the first sentence
-    without one: back to back, tiny.en sometimes reads both sentences as one growing
-    segment that no two passes agree on, which the server completes only when its
-    window fills (28.5 s). Either way a fault now lands mid-stream, with or without a
-    completed segment to resume after; the transcript must come out whole both ways."""
-    partial = client.partial
-    return bool(client.transcript.completed) or (
-        partial is not None and partial.end >= FIRST_SENTENCE_S)
+    """The client has sent the first sentence and the server has answered with text
+    (a completed segment or a partial): a fault now lands mid-stream. Whether a
+    segment is completed by then varies: back to back, tiny.en sometimes reads both
+    sentences as one growing segment that no two passes agree on, which the server
+    completes only when its window fills (28.5 s), and on a loaded machine its
+    passes come less often. The transcript must come out whole both ways."""
+    answered = bool(client.transcript.completed) or client.partial is not None
+    return client.audio_sent >= FIRST_SENTENCE_S and answered
 
 
 def assert_whole(manifest, client: AsyncTranscriptionClient, segments) -> None:
@@ -58,6 +65,23 @@ def assert_whole(manifest, client: AsyncTranscriptionClient, segments) -> None:
 
 def sessions_of(client: AsyncTranscriptionClient) -> set[str]:
     return {r.session_id for r in client.transcript.received}
+
+
+def session_at_fault(client: AsyncTranscriptionClient) -> tuple[str | None, bool]:
+    """The client's session as the fault lands, and whether it had completed a
+    segment by then."""
+    return client.session_id, bool(client.transcript.completed)
+
+
+def assert_resumed(client: AsyncTranscriptionClient, at_fault: tuple[str | None, bool]) -> None:
+    """The client went on in a new session, and what the first one completed before
+    the fault stayed in the transcript (a fault that lands before the first segment
+    is completed leaves nothing of that session to keep: on a loaded machine that
+    happens in about one run in two)."""
+    first_session, had_completed = at_fault
+    assert client.session_id != first_session
+    if had_completed:
+        assert first_session in sessions_of(client)
 
 
 async def streaming_clients(server, client_factory, speech, count: int):
@@ -85,7 +109,11 @@ async def _kill_and_start(server) -> None:
     await asyncio.to_thread(server.start)  # same URL: the port is kept
 
 
-@pytest.mark.parametrize("moment", ["mid-stream", "after the last chunk", "during finish"])
+@pytest.mark.parametrize("moment", [
+    pytest.param("mid-stream", marks=FAULTS_A),
+    pytest.param("after the last chunk", marks=FAULTS_B),
+    pytest.param("during finish", marks=FAULTS_A),
+])
 async def test_reconnects_after_the_server_is_killed_and_restarted(
     controllable_server, client_factory, manifest, speech, moment
 ) -> None:
@@ -94,18 +122,19 @@ async def test_reconnects_after_the_server_is_killed_and_restarted(
     left finish() with a dead session and ConnectionLost)."""
     client = client_factory(server=controllable_server, reconnect=POLICY)
     await client.connect()
-    first_session = client.session_id
     streaming = asyncio.create_task(client.stream(speech, realtime=True))
     if moment == "mid-stream":
         await eventually_async(lambda: _progress(client),
                                lambda _: past_the_first_sentence(client), timeout=20,
                                description="the first sentence before the kill "
                                            "(completed, state, partial)")
+        at_fault = session_at_fault(client)
         await _kill_and_start(controllable_server)
         await asyncio.wait_for(streaming, 60)
         segments = await client.finish(timeout=60)
     elif moment == "after the last chunk":
         await asyncio.wait_for(streaming, 60)
+        at_fault = session_at_fault(client)
         await _kill_and_start(controllable_server)
         segments = await client.finish(timeout=60)
     else:  # the server freezes, so END_OF_AUDIO is sent but never answered; then dies
@@ -114,14 +143,16 @@ async def test_reconnects_after_the_server_is_killed_and_restarted(
         finishing = asyncio.create_task(client.finish(timeout=60))
         await eventually_async(lambda: client.end_of_audio_at, timeout=10,
                                description="END_OF_AUDIO sent to the frozen server")
+        at_fault = session_at_fault(client)
         await _kill_and_start(controllable_server)
         segments = await asyncio.wait_for(finishing, 70)
     assert client.state is S.DISCONNECTED
-    assert client.session_id != first_session and first_session in sessions_of(client)
+    assert_resumed(client, at_fault)
     assert_whole(manifest, client, segments)
     await wait_for_sessions_async(controllable_server, 0)
 
 
+@FAULTS_B
 async def test_server_that_vanishes_leaves_the_client_disconnected(controllable_server,
                                                                    client_factory, jfk) -> None:
     client = client_factory(server=controllable_server)
@@ -135,18 +166,21 @@ async def test_server_that_vanishes_leaves_the_client_disconnected(controllable_
         await client.finish()
 
 
+@FAULTS_B
 async def test_restart_while_clients_stream(controllable_server, client_factory, manifest,
                                             speech) -> None:
     clients, streams = await streaming_clients(controllable_server, client_factory, speech, 2)
+    at_fault = [session_at_fault(c) for c in clients]
     await asyncio.to_thread(controllable_server.restart)
     await asyncio.wait_for(asyncio.gather(*streams), 60)
-    for client, segments in zip(clients, await asyncio.gather(
+    for client, fault, segments in zip(clients, at_fault, await asyncio.gather(
             *(c.finish(timeout=60) for c in clients)), strict=True):
-        assert len(sessions_of(client)) == 2
+        assert_resumed(client, fault)
         assert_whole(manifest, client, segments)
     await wait_for_sessions_async(controllable_server, 0)
 
 
+@FAULTS_A
 async def test_pause_then_unpause_while_clients_stream(controllable_server, client_factory,
                                                        manifest, speech) -> None:
     """A server frozen for 5 s of audio: every stream still comes out whole."""
@@ -164,6 +198,7 @@ async def test_pause_then_unpause_while_clients_stream(controllable_server, clie
     await wait_for_sessions_async(controllable_server, 0)
 
 
+@FAULTS_B
 async def test_stop_drains_clients_each_per_its_policy(controllable_server, client_factory,
                                                        manifest, speech) -> None:
     """SIGTERM drains: a client without a policy gets ConnectionLost with 1001

@@ -28,10 +28,12 @@ MAX_WER = 0.10
 # two may differ by a word in a clip, no more.
 MAX_STREAM_VS_WHOLE = 0.10
 # END_OF_AUDIO to END_OF_TRANSCRIPT: the last pass over at most a few seconds of
-# audio. 0.2-1.0 s measured on 2-core machines (docs/benchmarks.md); the bound
-# leaves room for a loaded CI machine, and still catches a server that waits
-# for a timer or transcribes everything again.
-FINAL_DEADLINE_S = 5.0
+# audio. 0.2-1.0 s measured on a quiet 2-core machine (docs/benchmarks.md); under
+# make test's parallel run the shared server decodes its neighbours' streams too,
+# and 5.05 s was seen once there. The bound leaves room for that, and still
+# catches a server that waits for a timer (its silence and no-speech timeouts are
+# longer) or never ends the transcript.
+FINAL_DEADLINE_S = 10.0
 
 
 async def stream(server, samples: np.ndarray, **options) -> wire.Exchange:
@@ -95,6 +97,10 @@ def whole_file_texts(pytestconfig: pytest.Config) -> dict[str, str]:
         model.model.unload_model()
 
 
+# Under xdist, one worker runs all four: the whole-file reference loads a model and
+# transcribes every clip in the test process, once per worker that needs it (about
+# 10 s of CPU each time, which six workers would pay six times over).
+@pytest.mark.xdist_group("earshot-whole-file-reference")
 @pytest.mark.parametrize("clip", CLIPS)
 async def test_streamed_transcript_matches_a_whole_file_transcription(
     idle_server, whole_file_texts, clip

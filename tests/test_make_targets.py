@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,11 +42,28 @@ def test_make_test_lints_then_runs_every_suite_and_the_doctest_then_the_example(
     assert lint < image < suites < example
 
 
-def test_make_integration_runs_the_scenario_suite_on_the_image_with_jobs_when_asked() -> None:
+def test_make_integration_runs_the_scenario_suite_on_the_image_on_six_workers_by_default() -> None:
+    """On xdist workers by default, grouped (--dist loadgroup: the plugin's groups of
+    tests with servers of their own), without the CUDA image's tests; JOBS=0: serial."""
     commands = dry_run("integration")
-    assert commands[-1].endswith("-m pytest integration -v")
+    assert commands[-1].endswith(
+        '-m pytest integration -v -n 6 --dist loadgroup -m "not cuda_image"')
     assert _index(commands, "earshot.testing.image") < len(commands) - 1
-    assert dry_run("integration", "JOBS=4")[-1].endswith("-m pytest integration -v -n 4")
+    assert "-n 0 --dist loadgroup" in dry_run("integration", "JOBS=0")[-1]
+    assert "-n 3 --dist loadgroup" in dry_run("integration", "JOBS=3")[-1]
+
+
+def _collected(*args: str) -> set[str]:
+    done = subprocess.run([sys.executable, "-m", "pytest", "integration", "--collect-only", "-q",
+                           "-p", "no:randomly", "-p", "no:cacheprovider", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    return {line.split("::")[0] for line in done.stdout.splitlines() if "::" in line}
+
+
+def test_make_integrations_marker_expression_leaves_out_exactly_the_cuda_image_tests() -> None:
+    assert _collected("-m", "cuda_image") == {"integration/test_cuda_image.py"}
+    left = _collected("-m", "not cuda_image")
+    assert "integration/test_cuda_image.py" not in left and len(left) >= 10
 
 
 @pytest.mark.parametrize("kind", ["ps -aq", "images -q"])

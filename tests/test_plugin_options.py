@@ -59,7 +59,8 @@ async def test_the_shared_server(client_factory, whisperlive_idle_server, jfk):
     server = whisperlive_idle_server
     assert server.api_key == "the-key"
     assert server.get("/status", headers=NO_KEY)[0] == 401  # it requires the key
-    assert server.server_status()["capacity"]["max_clients"] == 16  # which the suite sends
+    # which the suite sends (earshot.plugin.server.SHARED_SETTINGS)
+    assert server.server_status()["capacity"]["max_clients"] == 32
     client = client_factory()  # the key is not given here: the factory sends it
     await client.connect()
     await client.stream(jfk[:32000], realtime=False)
@@ -108,7 +109,7 @@ def test_on_a_local_server_without_the_shells_settings(whisperlive_server):
     assert isinstance(whisperlive_server, LocalServer)
     assert whisperlive_server.api_key is None
     assert whisperlive_server.get("/status", headers={"Authorization": ""})[0] == 200
-    assert whisperlive_server.server_status()["capacity"]["max_clients"] == 16
+    assert whisperlive_server.server_status()["capacity"]["max_clients"] == 32
 """)
     result.assert_outcomes(passed=1)
 

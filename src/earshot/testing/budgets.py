@@ -17,10 +17,13 @@ from earshot.testing.proxy import Bandwidth, Latency, Toxic
 
 # What the server itself takes, on a 2-core machine under CI load (about 3x
 # what docs/benchmarks.md measured on an idle one: 1.05-1.45 s to the first
-# text, 0.2-1.0 s for the final pass).
+# text, 0.2-1.0 s for the final pass). The final pass gets more: when no segment
+# was completed yet it covers the whole window (11 s of speech in the network
+# scenarios), and under make integration's parallel run the shared server also
+# decodes its neighbours' streams; 5.06 s was seen there once, on 8 workers.
 SERVER_CONNECT_S = 2.0
 SERVER_FIRST_TEXT_S = 5.0
-SERVER_FINAL_S = 5.0
+SERVER_FINAL_S = 10.0
 SERVER_CLOSE_S = 2.0
 AUDIO_BYTES_PER_S = protocol.SAMPLE_RATE * 4  # float32 frames, as the client sends
 
