@@ -25,12 +25,10 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
+from earshot.plugin.server import OWN_SERVER_FIXTURES, SERVER_FIXTURES
 from earshot.testing import leaks
 
 SETTLE_SECONDS = 5.0
-SERVER_FIXTURES = ("whisperlive_server", "whisperlive_idle_server")
-CONTAINER_FIXTURES = ("whisperlive_server_factory", "whisperlive_image",
-                      "whisperlive_cuda_image")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,7 +72,7 @@ def _sources(request: pytest.FixtureRequest) -> dict[str, Callable[[], Any]]:
                     server.server_status())
             break
     on_containers = request.config.getoption("earshot_target") == "container"
-    if on_containers and any(name in request.fixturenames for name in CONTAINER_FIXTURES):
+    if on_containers and any(name in request.fixturenames for name in OWN_SERVER_FIXTURES):
         from earshot.testing.container import labelled_containers
 
         sources["containers"] = labelled_containers
