@@ -8,5 +8,6 @@ for every test here (``earshot_leak_guard = true``).
 pytest_plugins = [
     "fixtures.suite",
     "fixtures.offers",
+    "fixtures.inner_sessions",
     "pytester",
 ]

@@ -7,7 +7,6 @@ repository's root conftest, so it gets exactly the plugins a real suite gets.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -18,23 +17,6 @@ import psutil
 import pytest
 
 from earshot.plugin import INNER_SESSION_ARGS
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch):
-    """A pytester with earshot's root conftest and fixture plugins, whose inner sessions
-    keep their temp dirs in a folder of their own (TMPDIR): what they leave, find and
-    sweep there, no other session on this machine sees or sweeps, and the other way
-    round."""
-    for name in ("conftest.py", "pyproject.toml"):  # the suite's own plugins and settings
-        shutil.copy(ROOT / name, pytester.path / name)
-    shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
-    private_tmp = pytester.path / "tmp"
-    private_tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    return pytester
 
 
 def run(suite: pytest.Pytester, source: str) -> pytest.RunResult:

@@ -7,25 +7,9 @@ conftest and settings (the guard on for every test) and a private TMPDIR.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from earshot.plugin import INNER_SESSION_ARGS
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("conftest.py", "pyproject.toml"):
-        shutil.copy(ROOT / name, pytester.path / name)
-    shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
-    private_tmp = pytester.path / "tmp"
-    private_tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    return pytester
 
 
 def test_the_guard_waits_5_s_for_a_thread_then_names_it_with_its_stack(

@@ -13,28 +13,10 @@ real local ones.
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import pytest
 
 from earshot.plugin import INNER_SESSION_ARGS
 from earshot.testing.local import LocalServer
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("conftest.py", "pyproject.toml"):
-        shutil.copy(ROOT / name, pytester.path / name)
-    shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
-    private_tmp = pytester.path / "tmp"
-    private_tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    for name in ("EARSHOT_TEST_TARGET", "EARSHOT_TEST_URL", "EARSHOT_TEST_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    return pytester
 
 
 def run(suite: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:

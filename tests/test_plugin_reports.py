@@ -9,26 +9,12 @@ server, where one is needed, is a real local one (``--earshot-target local``).
 
 from __future__ import annotations
 
-import shutil
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
 from earshot.plugin import INNER_SESSION_ARGS
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("conftest.py", "pyproject.toml"):
-        shutil.copy(ROOT / name, pytester.path / name)
-    shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
-    private_tmp = pytester.path / "tmp"
-    private_tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    return pytester
 
 
 def run(suite: pytest.Pytester, source: str, *args: str) -> pytest.RunResult:

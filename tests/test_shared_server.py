@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +19,6 @@ import pytest
 
 from earshot.plugin import INNER_SESSION_ARGS
 from earshot.testing.shared import Handoff, ServerHost, SharedServer, SharedServerError, where
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 class StandIn:
@@ -164,19 +161,6 @@ def test_own(whisperlive_server_factory, n):
     own = whisperlive_server_factory(max_clients=1)
     assert own.server_status()["capacity"]["max_clients"] == 1
 '''
-
-
-@pytest.fixture
-def suite(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> pytest.Pytester:
-    for name in ("conftest.py", "pyproject.toml"):
-        shutil.copy(ROOT / name, pytester.path / name)
-    shutil.copytree(ROOT / "fixtures", pytester.path / "fixtures")
-    private_tmp = pytester.path / "tmp"
-    private_tmp.mkdir()
-    monkeypatch.setenv("TMPDIR", str(private_tmp))
-    for name in ("EARSHOT_TEST_TARGET", "EARSHOT_TEST_URL", "EARSHOT_TEST_API_KEY"):
-        monkeypatch.delenv(name, raising=False)
-    return pytester
 
 
 @pytest.mark.timeout(240)
