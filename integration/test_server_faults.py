@@ -24,6 +24,11 @@ SHORT = 32000  # 2 s of audio
 # Patient enough for a container to start again on a loaded 2-core machine.
 POLICY = ReconnectPolicy(attempts=100, deadline=60, initial=0.1, maximum=0.5)
 PAUSE_S = 5.0
+# The faults must land while audio is still being sent; the speaker's pace is not
+# what these scenarios test. At twice real time a stream is as live, in half the
+# wall time and about half the server's passes (the suite is CPU-bound on 2 cores).
+# The faults after the last chunk stream as fast as the server takes the audio.
+SPEED = 2.0
 # Under xdist (make integration), two groups of their own, each run by one worker:
 # at most two of these scenarios at once, each streaming real speech to a server of
 # its own, beside the plugin's two groups of the other such tests. Four of them at
@@ -85,11 +90,11 @@ def assert_resumed(client: AsyncTranscriptionClient, at_fault: tuple[str | None,
 
 
 async def streaming_clients(server, client_factory, speech, count: int):
-    """``count`` patient clients streaming the speech at real time, each past its
-    first sentence; returns them and their stream tasks."""
+    """``count`` patient clients streaming the speech at twice real time, each past
+    its first sentence; returns them and their stream tasks."""
     clients = [client_factory(server=server, reconnect=POLICY) for _ in range(count)]
     await asyncio.gather(*(c.connect() for c in clients))
-    streams = [asyncio.create_task(c.stream(speech, realtime=True)) for c in clients]
+    streams = [asyncio.create_task(c.stream(speech, speed=SPEED)) for c in clients]
     await eventually_async(lambda: [_progress(c) for c in clients],
                            lambda _: all(past_the_first_sentence(c) for c in clients),
                            timeout=20, description="every client past the first sentence "
@@ -122,8 +127,9 @@ async def test_reconnects_after_the_server_is_killed_and_restarted(
     left finish() with a dead session and ConnectionLost)."""
     client = client_factory(server=controllable_server, reconnect=POLICY)
     await client.connect()
-    streaming = asyncio.create_task(client.stream(speech, realtime=True))
-    if moment == "mid-stream":
+    live = moment == "mid-stream"  # the other two land after the last chunk was sent
+    streaming = asyncio.create_task(client.stream(speech, realtime=live, speed=SPEED))
+    if live:
         await eventually_async(lambda: _progress(client),
                                lambda _: past_the_first_sentence(client), timeout=20,
                                description="the first sentence before the kill "
@@ -206,7 +212,7 @@ async def test_stop_drains_clients_each_per_its_policy(controllable_server, clie
     patient = client_factory(server=controllable_server, reconnect=POLICY)
     plain = client_factory(server=controllable_server)
     await asyncio.gather(patient.connect(), plain.connect())
-    streams = [asyncio.create_task(c.stream(speech, realtime=True)) for c in (patient, plain)]
+    streams = [asyncio.create_task(c.stream(speech, speed=SPEED)) for c in (patient, plain)]
     await eventually_async(lambda: _progress(patient),
                            lambda _: past_the_first_sentence(patient), timeout=20,
                            description="the first sentence before the stop "

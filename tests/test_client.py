@@ -400,3 +400,53 @@ async def test_a_send_between_disconnect_and_its_close_carries_the_close_code(
         assert caught.value.close_code == 1001 and "DISCONNECT" in str(caught.value)
     finally:
         await client.close()
+
+
+# -- pacing ------------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def listening_server() -> AsyncIterator[tuple[str, list[int]]]:
+    """Stand-in: SERVER_READY, then counts the audio frames it gets until the close."""
+    frames: list[int] = []
+
+    async def handler(ws) -> None:
+        uid = json.loads(await ws.recv())["uid"]
+        await ws.send(json.dumps({"uid": uid, "message": "SERVER_READY", "backend": "x"}))
+        async for message in ws:
+            if isinstance(message, bytes):
+                frames.append(len(message))
+
+    async with serve(handler, "127.0.0.1", 0) as server:
+        yield f"ws://127.0.0.1:{server.sockets[0].getsockname()[1]}", frames
+
+
+@pytest.mark.parametrize(("realtime", "speed", "paced_at"), [
+    (True, 1.0, [1.0]), (True, 2.5, [2.5]), (False, 2.5, [])])
+async def test_stream_paces_at_its_speed(listening_server, monkeypatch, realtime, speed,
+                                         paced_at) -> None:
+    """``speed`` reaches the pacing (and nothing paces a stream that is not real
+    time); every chunk is sent either way."""
+    from earshot import audio
+    url, frames = listening_server
+    seen: list[float] = []
+    real_paced = audio.paced
+
+    def paced(pieces, speed=1.0, clock=None):
+        seen.append(speed)
+        return real_paced(pieces, speed, clock=lambda: 0.0)  # every piece due at once
+
+    monkeypatch.setattr("earshot.client.core.audio.paced", paced)
+    async with AsyncTranscriptionClient(url) as client:
+        await client.stream(np.zeros(16000, dtype=np.float32), realtime=realtime, speed=speed)
+        await eventually_async(lambda: len(frames), lambda n: n == 10, timeout=5,
+                               description="the ten 100 ms chunks at the stand-in")
+    assert seen == paced_at
+
+
+@pytest.mark.parametrize("speed", [0.0, -1.0, float("nan")])
+async def test_a_speed_not_above_zero_is_refused_before_anything_is_sent(speed) -> None:
+    client = AsyncTranscriptionClient("ws://127.0.0.1:9")
+    with pytest.raises(ValueError, match="speed must be above 0"):
+        await client.stream(np.zeros(1600, dtype=np.float32), speed=speed)
+    assert client.state is S.DISCONNECTED

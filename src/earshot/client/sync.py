@@ -127,9 +127,10 @@ class TranscriptionClient:
     def send_audio(self, samples: np.ndarray) -> None:
         self._run(self._core.send_audio(samples), CALL_MARGIN)
 
-    def stream_file(self, path: str | Path, *, realtime: bool = True, chunk_ms: float = 100.0,
-                    timeout: float = 600.0) -> None:
-        self._run(self._core.stream_file(path, realtime=realtime, chunk_ms=chunk_ms), timeout)
+    def stream_file(self, path: str | Path, *, realtime: bool = True, speed: float = 1.0,
+                    chunk_ms: float = 100.0, timeout: float = 600.0) -> None:
+        self._run(self._core.stream_file(path, realtime=realtime, speed=speed,
+                                         chunk_ms=chunk_ms), timeout)
 
     def finish(self, timeout: float = 30.0) -> list[Segment]:
         return self._run(self._core.finish(timeout), timeout + CALL_MARGIN)
