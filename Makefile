@@ -12,7 +12,7 @@ ENGINE = bash src/earshot/testing/docker/ensure-docker.sh
 COMPOSE = $(shell if docker compose version >/dev/null 2>&1; then echo "docker compose"; \
                   elif command -v docker-compose >/dev/null 2>&1; then echo docker-compose; fi)
 
-.PHONY: setup test unit integration isolation integration-gpu lint engine image up down logs \
+.PHONY: setup test unit integration isolation integration-gpu lint engine compose image up down logs \
         serve bench load capacity validate validate-peer peer-image example mutate clean
 
 setup: $(STAMP)
@@ -35,7 +35,7 @@ PYTEST_ARGS ?=
 JOBS ?= 6
 PARALLEL = -n $(JOBS) --dist loadgroup
 DOCTESTS = src/earshot/testing/container.py
-test: lint image
+test: lint image compose
 	@echo "==> tests: tests/ (local server process), integration/ (container), $(DOCTESTS) (doctest)"
 	$(PY) -m pytest tests integration $(DOCTESTS) --doctest-modules $(PARALLEL) $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory example
@@ -116,7 +116,7 @@ mutate: setup
 	@# reaches no Docker engine, so it can remove no other session's dirs or containers.
 	@mkdir -p mutants/tmp
 	@export EARSHOT_AUDIO_MIRROR="$${EARSHOT_AUDIO_MIRROR:-$$($(PY) -c 'from earshot.audio import default_mirror as m; print(m() or "")')}"; \
-	export EARSHOT_AUDIO_CACHE="$${EARSHOT_AUDIO_CACHE:-$(CURDIR)/.cache/audio}"; \
+	export EARSHOT_AUDIO_CACHE="$${EARSHOT_AUDIO_CACHE:-$(CURDIR)/audio}"; \
 	export TMPDIR="$(CURDIR)/mutants/tmp" DOCKER_HOST=unix:///nonexistent/docker.sock; \
 	timeout $(MUTATE_TIMEOUT) $(VENV)/bin/mutmut run $(if $(MUTATE_JOBS),--max-children $(MUTATE_JOBS)) $(MUTANTS) >mutants/run.log 2>&1; rc=$$?; \
 	    if [ $$rc = 124 ]; then echo "mutate: stopped after $(MUTATE_TIMEOUT) s; run it again to go on"; \
@@ -135,8 +135,12 @@ VARIANT ?= cpu
 image: setup engine
 	@tag=$$($(IMAGE_TAG) --variant $(VARIANT)) && echo "==> server image: $$tag"
 
-up: image
-	@test -n "$(COMPOSE)" || { echo "error: needs docker compose (or apt-get install docker-compose)"; exit 1; }
+# A compose command (tests/test_compose.py runs docker-compose.yml alone): Docker's
+# plugin or docker-compose; Debian's docker-compose is installed where neither is.
+compose:
+	@bash scripts/ensure-compose.sh
+
+up: image compose
 	tag=$$($(IMAGE_TAG)) && EARSHOT_IMAGE=$$tag $(COMPOSE) up -d server
 	@echo "==> server on ws://127.0.0.1:9090 (make logs, make down)"
 

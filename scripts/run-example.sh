@@ -29,9 +29,11 @@ trap 'rm -rf "$work"' EXIT
 
 say "building earshot's wheel"
 # From a copy of what the wheel is made of: setuptools builds in its source
-# folder, and this leaves the checkout as it was.
+# folder, and this leaves the checkout as it was. The package links to
+# Dockerfile.server and audio/manifest.tsv at the top level: they come too.
 mkdir "$work/source"
 tar -C "$here" --exclude=__pycache__ --exclude='*.egg-info' -cf - pyproject.toml README.md src \
+    Dockerfile.server audio/manifest.tsv \
     | tar -C "$work/source" -xf -
 "$builder" -m pip wheel --quiet --no-deps --wheel-dir "$work/dist" "$work/source" 2>&1 \
     | { grep -v "^WARNING: Location '.*' is ignored" || true; } >&2

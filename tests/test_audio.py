@@ -129,13 +129,14 @@ def test_without_the_variable_a_checkout_takes_shared_audio_beside_it(
 
 def test_the_cache_is_beside_a_checkout_or_in_the_users_cache(tmp_path) -> None:
     root = tmp_path / "earshot"
-    assert audio.default_cache(root, True, {}) == root / ".cache" / "audio"
+    assert audio.default_cache(root, True, {}) == root / "audio"
     home = Path.home()
     assert audio.default_cache(root, False, {}) == home / ".cache" / "earshot" / "audio"
     xdg = {"XDG_CACHE_HOME": str(tmp_path / "xdg")}
     assert audio.default_cache(root, False, xdg) == tmp_path / "xdg" / "earshot" / "audio"
-    # This checkout's own: .cache/audio at its root.
-    assert audio.IN_CHECKOUT and audio.DEFAULT_CACHE == audio.REPO_ROOT / ".cache" / "audio"
+    # This checkout's own: audio/ at its root, beside the manifest.
+    assert audio.IN_CHECKOUT and audio.DEFAULT_CACHE == audio.REPO_ROOT / "audio"
+    assert (audio.DEFAULT_CACHE / "manifest.tsv").resolve() == audio.MANIFEST.resolve()
 
 
 def test_speech_knows_its_length_in_seconds(manifest) -> None:

@@ -131,7 +131,7 @@ def test_the_command_writes_the_build_context_alone_with_context(tmp_path, docke
     assert image.main(["--context", str(tmp_path / "ctx")]) == 0
     assert capsys.readouterr().out == f"{tmp_path / 'ctx'}\n"
     assert (tmp_path / "ctx" / "Dockerfile.server").is_file()
-    assert (tmp_path / "ctx" / "earshot" / "testing" / "image.py").is_file()
+    assert (tmp_path / "ctx" / "src" / "earshot" / "testing" / "image.py").is_file()
     assert engine.commands == []  # no engine asked
 
 

@@ -1,12 +1,14 @@
 """Speech clips and audio handling: obtain, decode, resample, chunk, pace.
 
-Clips are listed in the package's ``data/manifest.tsv`` (name, sha256,
+Clips are listed in the manifest (``audio/manifest.tsv`` at a checkout's top
+level, which the package's ``data/manifest.tsv`` links to; name, sha256,
 reference text, public source). They are never committed: :func:`clip_path`
 takes each from a mirror folder (``EARSHOT_AUDIO_MIRROR``, else
 ``../shared/audio`` beside a checkout when it exists) or downloads it from its
-public source into a cache (``EARSHOT_AUDIO_CACHE``, else ``.cache/audio`` in a
-checkout, ``~/.cache/earshot/audio`` for an installed package), and verifies
-the checksum either way.
+public source into a cache (``EARSHOT_AUDIO_CACHE``, else the checkout's
+``audio/``, beside the manifest and ignored by git, or
+``~/.cache/earshot/audio`` for an installed package), and verifies the
+checksum either way.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import soxr
 
 from earshot.protocol import SAMPLE_RATE
 
+# The package's manifest; in a checkout, a link to the top level's audio/manifest.tsv.
 MANIFEST = Path(__file__).resolve().parent / "data" / "manifest.tsv"
 # A checkout's root (src/earshot/audio.py); for an installed package, no checkout.
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -37,10 +40,10 @@ IN_CHECKOUT = (REPO_ROOT / "pyproject.toml").is_file() and (REPO_ROOT / "src").i
 
 
 def default_cache(root: Path, in_checkout: bool, environ: Mapping[str, str]) -> Path:
-    """``.cache/audio`` at a checkout's root; for an installed package, the user's
+    """``audio/`` at a checkout's root; for an installed package, the user's
     cache folder (``XDG_CACHE_HOME``, else ``~/.cache``) under ``earshot/audio``."""
     if in_checkout:
-        return root / ".cache" / "audio"
+        return root / "audio"
     return Path(environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "earshot" / "audio"
 
 

@@ -2,9 +2,10 @@
 
 The build context is assembled from the *installed* earshot package, so a
 checkout (editable install) and a wheel installed in another project build
-the same image: ``Dockerfile.server`` and the engine scripts ship as package
-data beside this module (``docker/``), the dependencies come from earshot's
-installed metadata, and the sources are the package's own files.
+the same image: ``Dockerfile.server`` (at the repository's top level, linked
+from ``docker/`` beside this module, so a wheel carries it as package data)
+and the engine scripts ship with the package, the dependencies come from
+earshot's installed metadata, and the sources are the package's own files.
 
 The tag carries a digest of that context, the variant and the base image id,
 so an unchanged package reuses the image and any change rebuilds it. The
@@ -35,7 +36,7 @@ import earshot
 
 PACKAGE = Path(earshot.__file__).resolve().parent
 DOCKER = Path(__file__).resolve().parent / "docker"  # package data
-DOCKERFILE = DOCKER / "Dockerfile.server"
+DOCKERFILE = DOCKER / "Dockerfile.server"  # a link to the top level's, in a checkout
 # The checkout's root, for the tools that only a checkout has (peer image, bench).
 ROOT = PACKAGE.parents[1]
 REPOSITORY = "earshot-server"
@@ -90,11 +91,12 @@ def package_files() -> Iterator[tuple[str, Path]]:
     found = {file for pattern in SHIPPED for file in PACKAGE.rglob(pattern)}
     for file in sorted(found):
         if file.is_file() and "__pycache__" not in file.parts:
-            yield f"earshot/{file.relative_to(PACKAGE).as_posix()}", file
+            yield f"src/earshot/{file.relative_to(PACKAGE).as_posix()}", file
 
 
 def write_context(dest: Path) -> None:
-    """The build context in ``dest``: Dockerfile.server, requirements.txt, earshot/."""
+    """The build context in ``dest``: Dockerfile.server, requirements.txt, src/earshot/
+    (the repository's layout, which a ``docker compose`` build of the root also has)."""
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(DOCKERFILE, dest / "Dockerfile.server")
     (dest / "requirements.txt").write_text(requirements())
