@@ -8,6 +8,7 @@ import logging
 
 import pytest
 
+from earshot.client import ClientClosed, ClientError, ConnectionLost
 from earshot.client.ids import new_id
 from earshot.client.state import (
     TRANSITIONS,
@@ -164,3 +165,12 @@ def test_transcript_accumulates_across_updates_and_sessions() -> None:
     t.apply([Segment(0, 1.5, "d", True)], 4.0, "s2")
     assert [(s.start, s.end, s.text) for s in t.completed][-1] == (2.0, 3.5, "d")
     assert t.received[-1].session_id == "s2"
+
+
+def test_client_closed_and_connection_lost_are_siblings() -> None:
+    """Callers handle them apart (a lost session may be retried; a closed client is
+    its owner's doing), so neither is a kind of the other; both are ClientErrors."""
+    assert not issubclass(ClientClosed, ConnectionLost)
+    assert not issubclass(ConnectionLost, ClientClosed)
+    assert issubclass(ClientClosed, ClientError) and issubclass(ConnectionLost, ClientError)
+    assert ClientClosed("why").reason == "why"

@@ -68,7 +68,7 @@ async def test_after_its_last_attempt_the_policy_raises_the_last_error_itself() 
 
 
 @pytest.mark.parametrize("error", [
-    lambda: ClientClosed(),  # a ConnectionLost, but the owner asked for the end
+    lambda: ClientClosed(),  # the owner asked for the end
     lambda: ServerRejected("bad config", 1008),
     lambda: ValueError("a bug"),
 ], ids=["client closed", "server rejected", "a bug"])

@@ -343,8 +343,7 @@ class AsyncTranscriptionClient:
 
     async def _reconnect_or_raise(self, cause: ClientError) -> None:
         """Reopen a lost session when the policy allows; otherwise raise ``cause``."""
-        retryable = isinstance(cause, ConnectionLost) and not isinstance(cause, ClientClosed)
-        if self.reconnect is None or self._closed or not retryable:
+        if self.reconnect is None or self._closed or not isinstance(cause, ConnectionLost):
             raise cause
         await self._reconnect(cause)
 
@@ -364,7 +363,7 @@ class AsyncTranscriptionClient:
                 await self._replay()
                 return
             except ConnectionLost as exc:
-                if self._closed or isinstance(exc, ClientClosed):
+                if self._closed:
                     raise
                 cause = exc
         raise cause

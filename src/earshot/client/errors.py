@@ -43,15 +43,17 @@ class ConnectionLost(ClientError):
         self.close_code = close_code
 
 
-class ClientClosed(ConnectionLost):
+class ClientClosed(ClientError):
     """close() was called while the client was connecting, waiting or streaming.
 
-    A ConnectionLost (the session is over), but never retried: the owner
-    asked for the end.
+    A sibling of ConnectionLost, not a kind of it: the session is over either
+    way, but here the owner asked for the end, so nothing retries it and a
+    caller that handles lost connections need not carve it out.
     """
 
     def __init__(self, reason: str = "the client was closed") -> None:
         super().__init__(reason)
+        self.reason = reason
 
 
 class TranscriptTimeout(ClientError, TimeoutError):

@@ -13,13 +13,12 @@ from dataclasses import dataclass
 from tenacity import (
     AsyncRetrying,
     retry_if_exception_type,
-    retry_if_not_exception_type,
     stop_after_attempt,
     stop_after_delay,
     wait_exponential_jitter,
 )
 
-from earshot.client.errors import ClientClosed, ConnectError, ConnectionLost, ServerBusy
+from earshot.client.errors import ConnectError, ConnectionLost, ServerBusy
 
 RETRYABLE = (ConnectError, ConnectionLost, ServerBusy)
 
@@ -41,7 +40,7 @@ class ReconnectPolicy:
             wait=wait_exponential_jitter(
                 multiplier=self.initial, max=self.maximum, jitter=self.jitter
             ),
-            retry=retry_if_exception_type(RETRYABLE) & retry_if_not_exception_type(ClientClosed),
+            retry=retry_if_exception_type(RETRYABLE),
             reraise=True,
             **({"sleep": sleep} if sleep is not None else {}),
         )

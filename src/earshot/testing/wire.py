@@ -153,7 +153,7 @@ async def stream(
     timeout: float = 120.0,
     quiet: float = QUIET_SECONDS,
     **config_overrides: Any,
-) -> Transcript:
+) -> Exchange:
     """Stream ``samples`` (paced at ``speed`` x real time; None: as fast as possible),
     send END_OF_AUDIO and collect replies until the server closes, or until it
     has sent nothing for ``quiet`` seconds (a server without END_OF_TRANSCRIPT
