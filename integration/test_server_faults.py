@@ -27,7 +27,10 @@ PAUSE_S = 5.0
 # The faults must land while audio is still being sent; the speaker's pace is not
 # what these scenarios test. At twice real time a stream is as live, in half the
 # wall time and about half the server's passes (the suite is CPU-bound on 2 cores).
-# The faults after the last chunk stream as fast as the server takes the audio.
+# The faults after the last chunk stream paced too: unpaced, the new session got
+# the whole 22 s at once, a window holding the sentence twice, and under load its
+# final pass was once taken for a repetition loop, losing the last words (the open
+# defect in docs/suite.md); paced, the first sentence is completed before the fault.
 SPEED = 2.0
 # Under xdist (make integration), two groups of their own, each run by one worker:
 # at most two of these scenarios at once, each streaming real speech to a server of
@@ -127,9 +130,8 @@ async def test_reconnects_after_the_server_is_killed_and_restarted(
     left finish() with a dead session and ConnectionLost)."""
     client = client_factory(server=controllable_server, reconnect=POLICY)
     await client.connect()
-    live = moment == "mid-stream"  # the other two land after the last chunk was sent
-    streaming = asyncio.create_task(client.stream(speech, realtime=live, speed=SPEED))
-    if live:
+    streaming = asyncio.create_task(client.stream(speech, speed=SPEED))
+    if moment == "mid-stream":
         await eventually_async(lambda: _progress(client),
                                lambda _: past_the_first_sentence(client), timeout=20,
                                description="the first sentence before the kill "
