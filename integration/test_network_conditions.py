@@ -112,13 +112,13 @@ async def test_reset_mid_stream_resumes_in_a_new_session(idle_server, proxy, cli
     # the clip, and the reset must land while audio is still being sent (seen once:
     # with one JFK the reset came after stream() had returned). The reset meets the
     # next audio frame (upstream, every 100 ms), so it lands at once.
-    # Twice real time: the reset must meet a live stream; the speaker's pace is not
-    # what this tests (and half the pace's passes spare the shared server's CPU).
+    # At real time: at twice real time (tried) the first completed segment came,
+    # under load, after the last chunk had been sent, and the reset met no frame.
     speech = np.concatenate([jfk, jfk])
     client = client_factory(proxied(proxy), reconnect=POLICY)
     await client.connect()
     first = client.session_id
-    streaming = asyncio.create_task(client.stream(speech, speed=2.0))
+    streaming = asyncio.create_task(client.stream(speech, realtime=True))
     await eventually_async(lambda: client.transcript.completed, timeout=20,
                            description="a completed segment before the reset")
     reset = ResetPeer()
