@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,6 +20,8 @@ from earshot import audio
 from earshot.client import TranscriptionClient
 from earshot.testing import image
 from earshot.testing.container import free_port
+from earshot.testing.http import ServerUnreachable
+from earshot.testing.targets import UrlServer
 from earshot.testing.waiting import eventually
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,12 +37,12 @@ def compose_command() -> list[str]:
     raise AssertionError("no docker compose and no docker-compose: run make compose")
 
 
-def _ready(url: str) -> bool:
+def _readyz(server: UrlServer) -> int | None:
+    """/readyz's status, None while nothing answers (the container still starting)."""
     try:
-        with urllib.request.urlopen(f"{url}/readyz", timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
+        return server.get("/readyz", timeout=2)[0]
+    except ServerUnreachable:
+        return None
 
 
 @pytest.fixture
@@ -70,9 +71,10 @@ def test_compose_up_alone_builds_from_dockerfile_server_and_serves(compose_proje
     up = subprocess.run([*command, "up", "--detach", "--build", "server"], env=env,
                         capture_output=True, text=True, timeout=540)
     assert up.returncode == 0, up.stdout + up.stderr
-    url = f"http://127.0.0.1:{env['EARSHOT_PORT']}"
-    eventually(lambda: _ready(url), timeout=60, description=f"{url}/readyz answering 200")
-    with TranscriptionClient(f"ws://127.0.0.1:{env['EARSHOT_PORT']}") as client:
+    server = UrlServer(f"ws://127.0.0.1:{env['EARSHOT_PORT']}")  # compose's, reached by URL
+    eventually(lambda: _readyz(server), lambda code: code == 200, timeout=60,
+               description=f"{server.http_url}/readyz answering 200")
+    with TranscriptionClient(server.ws_url) as client:
         client.stream_file(audio.clip_path("jfk.flac"), realtime=False)
         text = " ".join(s.text for s in client.finish(timeout=30))
     assert "country" in text.lower(), text
